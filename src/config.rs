@@ -1,0 +1,414 @@
+//! Broker and topic configuration, under Kafka's names.
+//!
+//! The broker configuration comes from embedded defaults, then a TOML file
+//! (`--config`), then `--set key=value` flags, then the dedicated CLI flags.
+//! Topic configuration is a set of per-topic overrides over the broker's
+//! `log.*` defaults; [`LogConfig`] is the typed, effective result a partition
+//! log runs with.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::limits;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("unknown configuration key `{0}`")]
+    UnknownKey(String),
+    #[error("invalid value `{value}` for `{key}`: {reason}")]
+    InvalidValue { key: String, value: String, reason: String },
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::InvalidValue { key: key.to_string(), value: value.to_string(), reason: reason.into() }
+}
+
+fn parse_i64(key: &str, value: &str, min: i64) -> Result<i64, ConfigError> {
+    let v: i64 = value.trim().parse().map_err(|_| invalid(key, value, "not an integer"))?;
+    if v < min {
+        return Err(invalid(key, value, format!("must be at least {min}")));
+    }
+    Ok(v)
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, value, "expected true or false")),
+    }
+}
+
+/// How a batch's timestamps are taken (`message.timestamp.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+impl TimestampType {
+    fn parse(key: &str, value: &str) -> Result<Self, ConfigError> {
+        match value.trim() {
+            "CreateTime" => Ok(Self::CreateTime),
+            "LogAppendTime" => Ok(Self::LogAppendTime),
+            _ => Err(invalid(key, value, "expected CreateTime or LogAppendTime")),
+        }
+    }
+}
+
+/// The typed, effective configuration one partition log runs with.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub max_message_bytes: usize,
+    pub timestamp_type: TimestampType,
+    pub flush_ms: i64,
+    pub flush_messages: i64,
+    pub index_interval_bytes: u64,
+}
+
+impl LogConfig {
+    /// A configuration for tests and tools: Kafka's defaults with the given segment size.
+    pub fn with_segment_bytes(segment_bytes: u64) -> Self {
+        let mut cfg = BrokerConfig::default().log_config(&TopicOverrides::default());
+        cfg.segment_bytes = segment_bytes;
+        cfg
+    }
+}
+
+/// A topic-level configuration key, its broker-level synonym and how it is validated.
+pub struct TopicKey {
+    pub name: &'static str,
+    pub broker_synonym: &'static str,
+    pub sensitive: bool,
+    /// Kafka's ConfigType code for DescribeConfigs v3+ (3 = INT, 5 = LONG, 2 = STRING ...).
+    pub config_type: i8,
+}
+
+const CT_STRING: i8 = 2;
+const CT_INT: i8 = 3;
+const CT_LONG: i8 = 5;
+
+/// Every topic configuration key the broker accepts.
+pub const TOPIC_KEYS: &[TopicKey] = &[
+    TopicKey { name: "cleanup.policy", broker_synonym: "log.cleanup.policy", sensitive: false, config_type: 7 },
+    TopicKey { name: "compression.type", broker_synonym: "compression.type", sensitive: false, config_type: CT_STRING },
+    TopicKey { name: "flush.messages", broker_synonym: "log.flush.interval.messages", sensitive: false, config_type: CT_LONG },
+    TopicKey { name: "flush.ms", broker_synonym: "log.flush.interval.ms", sensitive: false, config_type: CT_LONG },
+    TopicKey { name: "index.interval.bytes", broker_synonym: "log.index.interval.bytes", sensitive: false, config_type: CT_INT },
+    TopicKey { name: "max.message.bytes", broker_synonym: "message.max.bytes", sensitive: false, config_type: CT_INT },
+    TopicKey { name: "message.timestamp.type", broker_synonym: "log.message.timestamp.type", sensitive: false, config_type: CT_STRING },
+    TopicKey { name: "min.insync.replicas", broker_synonym: "min.insync.replicas", sensitive: false, config_type: CT_INT },
+    TopicKey { name: "retention.bytes", broker_synonym: "log.retention.bytes", sensitive: false, config_type: CT_LONG },
+    TopicKey { name: "retention.ms", broker_synonym: "log.retention.ms", sensitive: false, config_type: CT_LONG },
+    TopicKey { name: "segment.bytes", broker_synonym: "log.segment.bytes", sensitive: false, config_type: CT_INT },
+    TopicKey { name: "segment.ms", broker_synonym: "log.roll.ms", sensitive: false, config_type: CT_LONG },
+];
+
+pub fn topic_key(name: &str) -> Option<&'static TopicKey> {
+    TOPIC_KEYS.iter().find(|k| k.name == name)
+}
+
+/// Per-topic overrides (only keys set explicitly on the topic).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TopicOverrides(pub BTreeMap<String, String>);
+
+impl TopicOverrides {
+    /// Validates one topic-level key and value.
+    pub fn validate(key: &str, value: &str) -> Result<(), ConfigError> {
+        let Some(k) = topic_key(key) else {
+            return Err(ConfigError::UnknownKey(key.to_string()));
+        };
+        match k.name {
+            "cleanup.policy" => match value.trim() {
+                "delete" => Ok(()),
+                "compact" | "compact,delete" | "delete,compact" => {
+                    Err(invalid(key, value, "compaction is not supported yet"))
+                }
+                _ => Err(invalid(key, value, "expected delete")),
+            },
+            "compression.type" => match value.trim() {
+                "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(()),
+                _ => Err(invalid(key, value, "unknown compression type")),
+            },
+            "message.timestamp.type" => TimestampType::parse(key, value).map(|_| ()),
+            "retention.ms" | "retention.bytes" => parse_i64(key, value, -1).map(|_| ()),
+            "segment.bytes" => {
+                let v = parse_i64(key, value, 14)?;
+                if v > i32::MAX as i64 {
+                    return Err(invalid(key, value, "must fit in an int"));
+                }
+                Ok(())
+            }
+            "max.message.bytes" => parse_i64(key, value, 0).map(|_| ()),
+            "segment.ms" | "flush.ms" | "flush.messages" | "index.interval.bytes" => {
+                parse_i64(key, value, if k.name == "segment.ms" { 1 } else { 0 }).map(|_| ())
+            }
+            "min.insync.replicas" => parse_i64(key, value, 1).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+}
+
+/// The broker's own configuration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listen: SocketAddr,
+    pub advertise: SocketAddr,
+    pub data_dir: PathBuf,
+    pub num_partitions: i32,
+    pub auto_create_topics_enable: bool,
+    pub delete_topic_enable: bool,
+    pub log_segment_bytes: u64,
+    pub log_roll_ms: i64,
+    pub log_retention_ms: i64,
+    pub log_retention_bytes: i64,
+    pub log_retention_check_interval_ms: i64,
+    pub message_max_bytes: usize,
+    pub socket_request_max_bytes: usize,
+    pub log_flush_interval_ms: i64,
+    pub log_flush_interval_messages: i64,
+    pub log_index_interval_bytes: u64,
+    pub log_message_timestamp_type: TimestampType,
+    pub compression_type: String,
+    pub min_insync_replicas: i64,
+    /// Run glommio's busy-poll for this many microseconds before parking (0 = park at once).
+    pub spin_before_park_us: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let addr: SocketAddr = "127.0.0.1:9092".parse().expect("literal address");
+        BrokerConfig {
+            node_id: 1,
+            listen: addr,
+            advertise: addr,
+            data_dir: PathBuf::from("./data"),
+            num_partitions: 1,
+            auto_create_topics_enable: true,
+            delete_topic_enable: true,
+            log_segment_bytes: 1024 * 1024 * 1024,
+            log_roll_ms: 7 * 24 * 3600 * 1000,
+            log_retention_ms: 7 * 24 * 3600 * 1000,
+            log_retention_bytes: -1,
+            log_retention_check_interval_ms: 300_000,
+            message_max_bytes: limits::MESSAGE_BYTES_MAX_DEFAULT,
+            socket_request_max_bytes: limits::REQUEST_BYTES_MAX_DEFAULT,
+            log_flush_interval_ms: i64::MAX,
+            log_flush_interval_messages: i64::MAX,
+            log_index_interval_bytes: 4096,
+            log_message_timestamp_type: TimestampType::CreateTime,
+            compression_type: "producer".to_string(),
+            min_insync_replicas: 1,
+            spin_before_park_us: 0,
+        }
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let v = value.trim().trim_start_matches("PLAINTEXT://");
+    v.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| invalid(key, value, "expected host:port"))
+}
+
+impl BrokerConfig {
+    /// Applies one `key=value` setting under Kafka's name.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        match key {
+            "node.id" | "broker.id" => self.node_id = parse_i64(key, value, 0)? as i32,
+            "listeners" | "listen" => self.listen = parse_addr(key, value)?,
+            "advertised.listeners" | "advertise" => self.advertise = parse_addr(key, value)?,
+            "log.dirs" | "log.dir" | "data.dir" => self.data_dir = PathBuf::from(value.trim()),
+            "num.partitions" => {
+                let v = parse_i64(key, value, 1)?;
+                if v > limits::TOPIC_PARTITIONS_MAX as i64 {
+                    return Err(invalid(key, value, "too many partitions"));
+                }
+                self.num_partitions = v as i32;
+            }
+            "auto.create.topics.enable" => self.auto_create_topics_enable = parse_bool(key, value)?,
+            "delete.topic.enable" => self.delete_topic_enable = parse_bool(key, value)?,
+            "log.segment.bytes" => {
+                TopicOverrides::validate("segment.bytes", value)?;
+                self.log_segment_bytes = parse_i64(key, value, 14)? as u64;
+            }
+            "log.roll.ms" => self.log_roll_ms = parse_i64(key, value, 1)?,
+            "log.roll.hours" => self.log_roll_ms = parse_i64(key, value, 1)? * 3_600_000,
+            "log.retention.ms" => self.log_retention_ms = parse_i64(key, value, -1)?,
+            "log.retention.minutes" => self.log_retention_ms = parse_i64(key, value, -1)? * 60_000,
+            "log.retention.hours" => self.log_retention_ms = parse_i64(key, value, -1)? * 3_600_000,
+            "log.retention.bytes" => self.log_retention_bytes = parse_i64(key, value, -1)?,
+            "log.retention.check.interval.ms" => {
+                self.log_retention_check_interval_ms = parse_i64(key, value, 1)?
+            }
+            "message.max.bytes" => self.message_max_bytes = parse_i64(key, value, 0)? as usize,
+            "socket.request.max.bytes" => {
+                self.socket_request_max_bytes = parse_i64(key, value, 1024)? as usize
+            }
+            "log.flush.interval.ms" => self.log_flush_interval_ms = parse_i64(key, value, 0)?,
+            "log.flush.interval.messages" => {
+                self.log_flush_interval_messages = parse_i64(key, value, 1)?
+            }
+            "log.index.interval.bytes" => {
+                self.log_index_interval_bytes = parse_i64(key, value, 0)? as u64
+            }
+            "log.message.timestamp.type" => {
+                self.log_message_timestamp_type = TimestampType::parse(key, value)?
+            }
+            "compression.type" => {
+                TopicOverrides::validate(key, value)?;
+                self.compression_type = value.trim().to_string();
+            }
+            "min.insync.replicas" => self.min_insync_replicas = parse_i64(key, value, 1)?,
+            "reactor.spin.before.park.us" => self.spin_before_park_us = parse_i64(key, value, 0)? as u64,
+            _ => return Err(ConfigError::UnknownKey(key.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Applies a TOML file of `key = value` pairs (keys under Kafka's names, quoted
+    /// where they contain dots: `"log.segment.bytes" = 1073741824`).
+    pub fn apply_toml(&mut self, text: &str, path: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::File { path: path.to_string(), reason: e.to_string() })?;
+        let mut flat = Vec::new();
+        flatten_toml("", &table, &mut flat);
+        for (k, v) in flat {
+            self.set(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// The effective log configuration for a topic with the given overrides.
+    pub fn log_config(&self, o: &TopicOverrides) -> LogConfig {
+        let num = |key: &str, default: i64| -> i64 {
+            o.get(key).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+        };
+        LogConfig {
+            segment_bytes: num("segment.bytes", self.log_segment_bytes as i64).max(14) as u64,
+            segment_ms: num("segment.ms", self.log_roll_ms).max(1),
+            retention_ms: num("retention.ms", self.log_retention_ms),
+            retention_bytes: num("retention.bytes", self.log_retention_bytes),
+            max_message_bytes: num("max.message.bytes", self.message_max_bytes as i64).max(0) as usize,
+            timestamp_type: o
+                .get("message.timestamp.type")
+                .and_then(|v| TimestampType::parse("", v).ok())
+                .unwrap_or(self.log_message_timestamp_type),
+            flush_ms: num("flush.ms", self.log_flush_interval_ms),
+            flush_messages: num("flush.messages", self.log_flush_interval_messages),
+            index_interval_bytes: num("index.interval.bytes", self.log_index_interval_bytes as i64).max(0)
+                as u64,
+        }
+    }
+
+    /// The broker-level default for a topic key, as a string.
+    pub fn topic_default(&self, key: &str) -> String {
+        match key {
+            "cleanup.policy" => "delete".to_string(),
+            "compression.type" => self.compression_type.clone(),
+            "flush.messages" => self.log_flush_interval_messages.to_string(),
+            "flush.ms" => self.log_flush_interval_ms.to_string(),
+            "index.interval.bytes" => self.log_index_interval_bytes.to_string(),
+            "max.message.bytes" => self.message_max_bytes.to_string(),
+            "message.timestamp.type" => match self.log_message_timestamp_type {
+                TimestampType::CreateTime => "CreateTime".to_string(),
+                TimestampType::LogAppendTime => "LogAppendTime".to_string(),
+            },
+            "min.insync.replicas" => self.min_insync_replicas.to_string(),
+            "retention.bytes" => self.log_retention_bytes.to_string(),
+            "retention.ms" => self.log_retention_ms.to_string(),
+            "segment.bytes" => self.log_segment_bytes.to_string(),
+            "segment.ms" => self.log_roll_ms.to_string(),
+            _ => String::new(),
+        }
+    }
+
+    /// The broker's settings as (name, value) pairs, for DescribeConfigs on the broker.
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("node.id", self.node_id.to_string()),
+            ("broker.id", self.node_id.to_string()),
+            ("listeners", format!("PLAINTEXT://{}", self.listen)),
+            ("advertised.listeners", format!("PLAINTEXT://{}", self.advertise)),
+            ("log.dirs", self.data_dir.display().to_string()),
+            ("num.partitions", self.num_partitions.to_string()),
+            ("auto.create.topics.enable", self.auto_create_topics_enable.to_string()),
+            ("delete.topic.enable", self.delete_topic_enable.to_string()),
+            ("log.segment.bytes", self.log_segment_bytes.to_string()),
+            ("log.roll.ms", self.log_roll_ms.to_string()),
+            ("log.retention.ms", self.log_retention_ms.to_string()),
+            ("log.retention.bytes", self.log_retention_bytes.to_string()),
+            ("log.retention.check.interval.ms", self.log_retention_check_interval_ms.to_string()),
+            ("message.max.bytes", self.message_max_bytes.to_string()),
+            ("socket.request.max.bytes", self.socket_request_max_bytes.to_string()),
+            ("log.flush.interval.ms", self.log_flush_interval_ms.to_string()),
+            ("log.flush.interval.messages", self.log_flush_interval_messages.to_string()),
+            ("log.index.interval.bytes", self.log_index_interval_bytes.to_string()),
+            ("log.message.timestamp.type", self.topic_default("message.timestamp.type")),
+            ("log.cleanup.policy", "delete".to_string()),
+            ("compression.type", self.compression_type.clone()),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
+            ("default.replication.factor", "1".to_string()),
+            ("offsets.topic.replication.factor", "1".to_string()),
+        ]
+    }
+}
+
+fn flatten_toml(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            toml::Value::Table(t) => flatten_toml(&key, t, out),
+            toml::Value::String(s) => out.push((key, s.clone())),
+            other => out.push((key, other.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_and_toml_use_kafka_names() {
+        let mut c = BrokerConfig::default();
+        c.set("num.partitions", "3").unwrap();
+        c.apply_toml("\"log.segment.bytes\" = 4096\n[log.retention]\nms = 1000\n", "t.toml").unwrap();
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.log_segment_bytes, 4096);
+        assert_eq!(c.log_retention_ms, 1000);
+        assert!(matches!(c.set("no.such.key", "1"), Err(ConfigError::UnknownKey(_))));
+        assert!(c.set("num.partitions", "zero").is_err());
+    }
+
+    #[test]
+    fn topic_overrides_take_precedence() {
+        let c = BrokerConfig::default();
+        let mut o = TopicOverrides::default();
+        o.0.insert("retention.ms".into(), "5".into());
+        o.0.insert("message.timestamp.type".into(), "LogAppendTime".into());
+        let l = c.log_config(&o);
+        assert_eq!(l.retention_ms, 5);
+        assert_eq!(l.timestamp_type, TimestampType::LogAppendTime);
+        assert_eq!(l.segment_bytes, c.log_segment_bytes);
+        assert!(TopicOverrides::validate("retention.ms", "x").is_err());
+        assert!(TopicOverrides::validate("bogus", "1").is_err());
+        assert!(TopicOverrides::validate("cleanup.policy", "compact").is_err());
+    }
+}

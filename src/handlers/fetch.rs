@@ -1,0 +1,155 @@
+//! Fetch: read from each partition's owner, long-poll until `min_bytes` or
+//! `max_wait_ms`, and trim the response to `max_bytes`.
+//!
+//! Long-polling: after a read that found too little, every owning core is
+//! asked to watch its partitions; the first core whose partitions get data
+//! (or the deadline) ends the wait, and all partitions are read again.
+//!
+//! Fetch sessions (KIP-227): the broker declines to create sessions by
+//! answering session id 0, which clients treat as "send full fetches"; a
+//! request naming a session id gets FETCH_SESSION_ID_NOT_FOUND so the client
+//! starts over with a full fetch.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+
+use super::{decode, respond, HandlerError};
+use crate::limits::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MS_MAX};
+use crate::protocol::errors as ec;
+use crate::protocol::frame::Request;
+use crate::shard::{FetchPart, FetchPartResult, Op, Reply, Shard};
+
+struct Wanted {
+    topic: TopicName,
+    partition: i32,
+    /// The owner shard and the part, or the error to answer with.
+    target: Result<(usize, FetchPart), i16>,
+}
+
+async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<FetchPartResult> {
+    let mut per_owner: BTreeMap<usize, Vec<(usize, FetchPart)>> = BTreeMap::new();
+    for (i, w) in wanted.iter().enumerate() {
+        if let Ok((owner, part)) = &w.target {
+            per_owner.entry(*owner).or_default().push((i, part.clone()));
+        }
+    }
+    let mut tasks = Vec::new();
+    for (owner, parts) in per_owner {
+        let s = shard.clone();
+        let (idx, parts): (Vec<usize>, Vec<FetchPart>) = parts.into_iter().unzip();
+        tasks.push((idx, glommio::spawn_local(async move { s.call(owner, Op::Fetch { parts }).await })));
+    }
+    let mut out: Vec<FetchPartResult> = wanted
+        .iter()
+        .map(|w| FetchPartResult {
+            error: w.target.as_ref().err().copied().unwrap_or(ec::NONE),
+            high_watermark: -1,
+            log_start_offset: -1,
+            ..Default::default()
+        })
+        .collect();
+    for (idx, task) in tasks {
+        if let Reply::Fetch(results) = task.await {
+            for (i, r) in idx.into_iter().zip(results) {
+                out[i] = r;
+            }
+        }
+    }
+    out
+}
+
+/// Waits until any owner reports data past the fetch offsets, or `wait`.
+async fn watch_all(shard: &Rc<Shard>, wanted: &[Wanted], wait: Duration) {
+    let mut per_owner: BTreeMap<usize, Vec<(String, i32, i64)>> = BTreeMap::new();
+    for w in wanted {
+        if let Ok((owner, part)) = &w.target {
+            per_owner.entry(*owner).or_default().push((part.topic.clone(), part.partition, part.offset));
+        }
+    }
+    let wait_ms = wait.as_millis() as i64;
+    let mut futures: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
+    for (owner, parts) in per_owner {
+        let s = shard.clone();
+        futures.push(Box::pin(async move {
+            s.call(owner, Op::Watch { parts, wait_ms }).await;
+        }));
+    }
+    futures.push(Box::pin(glommio::timer::sleep(wait)));
+    crate::util::first_of(futures).await;
+}
+
+pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Bytes>, HandlerError> {
+    let f: FetchRequest = decode(&req, ApiKey::Fetch)?;
+    if req.api_version >= 7 && f.session_id != 0 {
+        let body = FetchResponse::default().with_error_code(ec::FETCH_SESSION_ID_NOT_FOUND).with_session_id(0);
+        return respond(&req, ApiKey::Fetch, &body);
+    }
+    let image = shard.image();
+    let max_bytes = if req.api_version >= 3 { f.max_bytes.max(0) as usize } else { usize::MAX }.min(FETCH_RESPONSE_BYTES_MAX);
+    let min_bytes = f.min_bytes.max(0) as usize;
+    let wait = Duration::from_millis(f.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX as i32) as u64);
+    let deadline = Instant::now() + wait;
+    let mut wanted = Vec::new();
+    for t in &f.topics {
+        let tm = image.topics.get(t.topic.0.as_str());
+        for p in &t.partitions {
+            let target = match tm.and_then(|tm| usize::try_from(p.partition).ok().and_then(|i| tm.partitions.get(i))) {
+                None => Err(ec::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(pm) => Ok((
+                    pm.owner,
+                    FetchPart {
+                        topic: t.topic.0.to_string(),
+                        partition: p.partition,
+                        offset: p.fetch_offset,
+                        max_bytes: (p.partition_max_bytes.max(0) as usize).min(max_bytes),
+                    },
+                )),
+            };
+            wanted.push(Wanted { topic: t.topic.clone(), partition: p.partition, target });
+        }
+    }
+    let mut results = read_all(shard, &wanted).await;
+    loop {
+        let total: usize = results.iter().map(|r| r.records.len()).sum();
+        let errors = results.iter().any(|r| r.error != ec::NONE);
+        let now = Instant::now();
+        if total >= min_bytes.max(1) || errors || now >= deadline || shard.shutting_down.get() {
+            break;
+        }
+        watch_all(shard, &wanted, deadline - now).await;
+        results = read_all(shard, &wanted).await;
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    // Trim to max_bytes: the first non-empty partition always goes out whole.
+    let mut budget = max_bytes;
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    for (w, r) in wanted.into_iter().zip(results) {
+        let records = if r.records.len() <= budget || budget == max_bytes {
+            budget = budget.saturating_sub(r.records.len());
+            r.records
+        } else {
+            bytes::Bytes::new()
+        };
+        let pd = PartitionData::default()
+            .with_partition_index(w.partition)
+            .with_error_code(r.error)
+            .with_high_watermark(r.high_watermark)
+            .with_last_stable_offset(r.high_watermark)
+            .with_log_start_offset(r.log_start_offset)
+            .with_records(Some(records));
+        match topics.last_mut() {
+            Some(t) if t.topic == w.topic => t.partitions.push(pd),
+            _ => topics.push(FetchableTopicResponse::default().with_topic(w.topic).with_partitions(vec![pd])),
+        }
+    }
+    let body = FetchResponse::default().with_error_code(ec::NONE).with_session_id(0).with_responses(topics);
+    respond(&req, ApiKey::Fetch, &body)
+}

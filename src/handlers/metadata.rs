@@ -1,0 +1,124 @@
+//! Metadata: brokers, topics and partitions from the shard's metadata image,
+//! auto-creating requested topics when the broker allows it.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
+
+use super::{decode, respond, str_bytes, HandlerError};
+use crate::protocol::errors as ec;
+use crate::protocol::frame::Request;
+use crate::shard::table::{valid_topic_name, MetadataImage, TopicMeta};
+use crate::shard::{AdminOp, NewTopic, Shard};
+
+/// Creates the topics in `names` that do not exist, if auto-creation is on.
+/// Returns the names that could not be created and why.
+pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> Vec<(String, i16)> {
+    let image = shard.image();
+    let missing: Vec<String> = names.into_iter().filter(|n| !image.topics.contains_key(n)).collect();
+    if missing.is_empty() || !shard.config.auto_create_topics_enable {
+        return Vec::new();
+    }
+    let topics = missing
+        .into_iter()
+        .map(|name| NewTopic { name, partitions: -1, replication_factor: -1, configs: Default::default() })
+        .collect();
+    shard
+        .admin(AdminOp::CreateTopics { topics, validate_only: false })
+        .await
+        .into_iter()
+        .filter(|r| r.error != ec::NONE && r.error != ec::TOPIC_ALREADY_EXISTS)
+        .map(|r| (r.name, r.error))
+        .collect()
+}
+
+pub fn topic_response(image: &MetadataImage, t: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            MetadataResponsePartition::default()
+                .with_error_code(ec::NONE)
+                .with_partition_index(i as i32)
+                .with_leader_id(BrokerId(node_id))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(vec![BrokerId(node_id)])
+                .with_isr_nodes(vec![BrokerId(node_id)])
+        })
+        .collect();
+    let _ = image;
+    MetadataResponseTopic::default()
+        .with_error_code(ec::NONE)
+        .with_name(Some(TopicName(str_bytes(&t.name))))
+        .with_topic_id(uuid::Uuid::from_bytes(t.id))
+        .with_is_internal(false)
+        .with_partitions(partitions)
+}
+
+pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Bytes>, HandlerError> {
+    let m: MetadataRequest = decode(&req, ApiKey::Metadata)?;
+    // Before v4 a request always allowed auto-creation; an empty list before v1 meant "all topics".
+    let allow_create = req.api_version < 4 || m.allow_auto_topic_creation;
+    let requested: Option<Vec<(Option<String>, uuid::Uuid)>> = match &m.topics {
+        None => None,
+        Some(v) if v.is_empty() && req.api_version == 0 => None,
+        Some(v) => Some(v.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)).collect()),
+    };
+    let mut failed: Vec<(String, i16)> = Vec::new();
+    if let Some(req_topics) = &requested {
+        if allow_create {
+            let names: Vec<String> = req_topics
+                .iter()
+                .filter_map(|(n, _)| n.clone())
+                .filter(|n| valid_topic_name(n).is_ok())
+                .collect();
+            failed = auto_create(shard, names).await;
+        }
+    }
+    let image = shard.image();
+    let node_id = shard.config.node_id;
+    let topics: Vec<MetadataResponseTopic> = match requested {
+        None => image.topics.values().map(|t| topic_response(&image, t, node_id)).collect(),
+        Some(list) => list
+            .into_iter()
+            .map(|(name, id)| {
+                let found = match &name {
+                    Some(n) => image.topics.get(n),
+                    None => image.topic_by_id(id.as_bytes()),
+                };
+                match found {
+                    Some(t) => topic_response(&image, t, node_id),
+                    None => {
+                        let code = match &name {
+                            None => ec::UNKNOWN_TOPIC_ID,
+                            Some(n) if valid_topic_name(n).is_err() => ec::INVALID_TOPIC_EXCEPTION,
+                            Some(n) => failed
+                                .iter()
+                                .find(|(f, _)| f == n)
+                                .map(|&(_, c)| c)
+                                .unwrap_or(ec::UNKNOWN_TOPIC_OR_PARTITION),
+                        };
+                        MetadataResponseTopic::default()
+                            .with_error_code(code)
+                            .with_name(name.map(|n| TopicName(str_bytes(&n))))
+                            .with_topic_id(id)
+                    }
+                }
+            })
+            .collect(),
+    };
+    let adv = shard.config.advertise;
+    let body = MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(node_id))
+            .with_host(str_bytes(&adv.ip().to_string()))
+            .with_port(adv.port() as i32)])
+        .with_cluster_id(Some(str_bytes(&image.cluster_id)))
+        .with_controller_id(BrokerId(node_id))
+        .with_topics(topics);
+    respond(&req, ApiKey::Metadata, &body)
+}

@@ -1,0 +1,94 @@
+//! One handler per Kafka API family. Each decodes its request body, does its
+//! work through the shard (locally or over the mesh) and encodes a response.
+//!
+//! [`start`] runs the part of a request that must keep the connection's
+//! request order (a produce's appends are dispatched before the next request
+//! is read) and returns a future for the rest, which runs concurrently with
+//! later requests; the connection writes responses in request order.
+
+pub mod admin;
+pub mod api_versions;
+pub mod configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::protocol::frame::{encode_response, Request};
+use crate::shard::Shard;
+
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Option<Bytes>, HandlerError>>>>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// The request cannot be answered: the connection is closed, as Kafka does.
+    #[error("cannot decode {api:?} v{version}: {reason}")]
+    Decode { api: ApiKey, version: i16, reason: String },
+    #[error("unsupported version {version} of {api:?}")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("unknown api key {0}")]
+    UnknownApi(i16),
+    #[error("cannot encode the response: {0}")]
+    Encode(String),
+}
+
+/// Decodes a request body of type `M`, mapping failures to a connection-closing error.
+pub fn decode<M: Decodable>(req: &Request, api: ApiKey) -> Result<M, HandlerError> {
+    let mut body = req.body.clone();
+    M::decode(&mut body, req.api_version).map_err(|e| HandlerError::Decode {
+        api,
+        version: req.api_version,
+        reason: e.to_string(),
+    })
+}
+
+/// Encodes a response body for `req`.
+pub fn respond<M: Encodable>(req: &Request, api: ApiKey, body: &M) -> Result<Option<Bytes>, HandlerError> {
+    encode_response(api, req.api_version, req.correlation_id, body).map(Some).map_err(HandlerError::Encode)
+}
+
+pub fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Starts handling `req`; see the module docs for the split between the part
+/// done now and the returned future.
+pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, HandlerError> {
+    let api = ApiKey::try_from(req.api_key).map_err(|_| HandlerError::UnknownApi(req.api_key))?;
+    let Some(range) = api_versions::supported(api) else {
+        return Err(HandlerError::UnknownApi(req.api_key));
+    };
+    if api == ApiKey::ApiVersions {
+        let r = api_versions::handle(&req);
+        return Ok(Box::pin(async move { r }));
+    }
+    if req.api_version < range.0 || req.api_version > range.1 {
+        return Err(HandlerError::UnsupportedVersion { api, version: req.api_version });
+    }
+    let shard = shard.clone();
+    Ok(match api {
+        ApiKey::Produce => produce::start(&shard, req).await?,
+        ApiKey::Fetch => Box::pin(async move { fetch::handle(&shard, req).await }),
+        ApiKey::ListOffsets => Box::pin(async move { list_offsets::handle(&shard, req).await }),
+        ApiKey::Metadata => Box::pin(async move { metadata::handle(&shard, req).await }),
+        ApiKey::CreateTopics => Box::pin(async move { admin::create_topics(&shard, req).await }),
+        ApiKey::DeleteTopics => Box::pin(async move { admin::delete_topics(&shard, req).await }),
+        ApiKey::CreatePartitions => Box::pin(async move { admin::create_partitions(&shard, req).await }),
+        ApiKey::DeleteRecords => Box::pin(async move { admin::delete_records(&shard, req).await }),
+        ApiKey::DescribeConfigs => Box::pin(async move { configs::describe(&shard, req).await }),
+        ApiKey::AlterConfigs => Box::pin(async move { configs::alter(&shard, req).await }),
+        ApiKey::IncrementalAlterConfigs => Box::pin(async move { configs::incremental_alter(&shard, req).await }),
+        ApiKey::DescribeCluster => Box::pin(async move { admin::describe_cluster(&shard, req).await }),
+        ApiKey::DescribeLogDirs => Box::pin(async move { admin::describe_log_dirs(&shard, req).await }),
+        _ => return Err(HandlerError::UnknownApi(req.api_key)),
+    })
+}

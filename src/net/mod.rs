@@ -1,0 +1,156 @@
+//! Network: the per-core listener and connections.
+//!
+//! Every shard binds the same address with SO_REUSEPORT (glommio's
+//! `TcpListener::bind` sets it), so the kernel spreads connections across
+//! cores. A connection is read by one task and written by another (each with
+//! its own dup of the socket): the reader decodes a frame, starts its handler
+//! and queues the handler's future; the writer awaits the futures in queue
+//! order, so requests are processed concurrently but answered in order.
+//! Bytes of unanswered requests are bounded per connection and per core; past
+//! either bound the reader stops reading the socket (backpressure).
+
+use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::Semaphore;
+
+use crate::handlers::{self, HandlerError};
+use crate::limits::{CONNECTION_INFLIGHT_BYTES_MAX, CONNECTION_INFLIGHT_REQUESTS_MAX};
+use crate::protocol::frame::{frame_size, parse_request};
+use crate::shard::Shard;
+
+/// Accepts connections until the shard starts shutting down.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            while !shard.shutting_down.get() {
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                let s = shard.clone();
+                glommio::spawn_local(async move {
+                    if let Err(e) = serve(s, stream).await {
+                        tracing::debug!(error = %e, "connection closed");
+                    }
+                })
+                .detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Frame(#[from] crate::protocol::frame::FrameError),
+    #[error("{0}")]
+    Handler(#[from] HandlerError),
+}
+
+type Queued = glommio::task::JoinHandle<Option<bytes::Bytes>>;
+
+async fn serve(shard: Rc<Shard>, mut stream: TcpStream) -> Result<(), ConnError> {
+    stream.set_nodelay(true).map_err(|e| std::io::Error::other(e.to_string()))?;
+    // SAFETY: dup returns a new descriptor we own; the writer stream takes ownership of it.
+    let wfd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if wfd < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: `wfd` is a valid, owned socket descriptor.
+    let mut writer = unsafe { TcpStream::from_raw_fd(wfd) };
+    let (tx, rx) = local_channel::new_bounded::<(Queued, usize)>(CONNECTION_INFLIGHT_REQUESTS_MAX);
+    let conn_budget = Rc::new(Semaphore::new(CONNECTION_INFLIGHT_BYTES_MAX as u64));
+    let budget_w = conn_budget.clone();
+    let core_w = shard.inflight_bytes.clone();
+    let shard_w = shard.clone();
+    let writer_task = glommio::spawn_local(async move {
+        while let Some((handle, units)) = rx.recv().await {
+            let out = handle.await.flatten();
+            budget_w.signal(units as u64);
+            core_w.signal(units as u64);
+            shard_w.inflight_requests.set(shard_w.inflight_requests.get() - 1);
+            if let Some(bytes) = out {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = writer.close().await;
+    });
+
+    let max = shard.config.socket_request_max_bytes;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let result = 'conn: loop {
+        // Take every complete frame already buffered.
+        loop {
+            let size = match frame_size(&buf, max) {
+                Ok(Some(s)) => s,
+                Ok(None) => break,
+                Err(e) => break 'conn Err(e.into()),
+            };
+            if buf.len() < 4 + size {
+                buf.reserve(4 + size - buf.len());
+                break;
+            }
+            let _ = buf.split_to(4);
+            let frame = buf.split_to(size).freeze();
+            // Backpressure: wait for room before starting the request.
+            let units = size.min(CONNECTION_INFLIGHT_BYTES_MAX);
+            if conn_budget.acquire(units as u64).await.is_err() || shard.inflight_bytes.acquire(units as u64).await.is_err() {
+                break 'conn Ok(());
+            }
+            shard.inflight_requests.set(shard.inflight_requests.get() + 1);
+            let started = match parse_request(frame) {
+                Ok(req) => handlers::start(&shard, req).await.map_err(ConnError::from),
+                Err(e) => Err(e.into()),
+            };
+            let fut = match started {
+                Ok(f) => f,
+                Err(e) => {
+                    conn_budget.signal(units as u64);
+                    shard.inflight_bytes.signal(units as u64);
+                    shard.inflight_requests.set(shard.inflight_requests.get() - 1);
+                    break 'conn Err(e);
+                }
+            };
+            let handle = glommio::spawn_local(async move {
+                match fut.await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "request failed");
+                        None
+                    }
+                }
+            })
+            .detach();
+            if tx.send((handle, units)).await.is_err() {
+                break 'conn Ok(());
+            }
+        }
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) => break Err(e.into()),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    drop(tx);
+    writer_task.await;
+    result
+}

@@ -1,0 +1,5 @@
+//! The Kafka wire protocol: framing and record batches. No I/O here.
+
+pub mod batch;
+pub mod errors;
+pub mod frame;

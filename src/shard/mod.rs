@@ -1,0 +1,685 @@
+//! Shards: one per core, each owning its partitions, its connections and its
+//! copy of the metadata image.
+//!
+//! A request is decoded on the core holding the connection. The parts that
+//! name partitions owned by other cores become [`Op`]s sent over bounded
+//! glommio cross-core channels (the mesh); the owner runs them and sends a
+//! [`Reply`] back the same way, matched by request id. Nothing is shared
+//! between cores but these channels. Admin operations that change the
+//! metadata image run on shard 0 (the controller shard), which persists the new
+//! image and applies it on every shard before answering.
+
+pub mod table;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::sync::Semaphore;
+
+use crate::config::{BrokerConfig, TopicOverrides};
+use crate::protocol::errors as ec;
+use crate::storage::log::{AppendInfo, LogError, PartitionLog};
+use crate::util::now_ms;
+use table::{MetadataImage, PartitionMeta, ShardId, TopicMeta};
+
+/// What one shard asks another to do.
+#[derive(Debug)]
+pub enum Op {
+    Produce { parts: Vec<ProducePart>, acks: i16 },
+    Fetch { parts: Vec<FetchPart> },
+    /// Answer when any of these partitions has data at or past the offset, or after `wait_ms`.
+    Watch { parts: Vec<(String, i32, i64)>, wait_ms: i64 },
+    ListOffsets { topic: String, partition: i32, timestamp: i64 },
+    DeleteRecords { topic: String, partition: i32, offset: i64 },
+    LogDirs,
+    Apply { image: MetadataImage },
+    Admin(AdminOp),
+}
+
+#[derive(Debug)]
+pub enum Reply {
+    Produce(Vec<Result<AppendInfo, i16>>),
+    Fetch(Vec<FetchPartResult>),
+    Watched,
+    ListOffsets(Result<(i64, i64), i16>),
+    DeleteRecords(Result<i64, i16>),
+    LogDirs(Vec<(String, i32, u64)>),
+    Applied,
+    Admin(Vec<AdminResult>),
+}
+
+#[derive(Debug)]
+pub struct ProducePart {
+    pub topic: String,
+    pub partition: i32,
+    pub batches: Vec<BytesMut>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchPart {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FetchPartResult {
+    pub error: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Bytes,
+}
+
+/// Changes to the metadata image, run on shard 0.
+#[derive(Debug)]
+pub enum AdminOp {
+    CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
+    DeleteTopics { names: Vec<String> },
+    CreatePartitions { topics: Vec<(String, i32)>, validate_only: bool },
+    AlterConfigs { topic: String, ops: Vec<ConfigChange>, replace: bool, validate_only: bool },
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1: the broker's `num.partitions`.
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ConfigChange {
+    Set(String, String),
+    Delete(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminResult {
+    pub name: String,
+    pub error: i16,
+    pub message: Option<String>,
+    pub topic_id: [u8; 16],
+    pub partitions: i32,
+}
+
+/// What travels over the mesh: requests and the replies matched to them by id.
+pub enum Msg {
+    Request { id: u64, from: ShardId, op: Op },
+    Response { id: u64, reply: Reply },
+}
+
+/// One core's broker state.
+pub struct Shard {
+    pub id: ShardId,
+    pub nr_shards: usize,
+    pub config: BrokerConfig,
+    image: RefCell<Rc<MetadataImage>>,
+    logs: RefCell<HashMap<String, Vec<Option<Rc<PartitionLog>>>>>,
+    senders: Option<Senders<Msg>>,
+    waiting: RefCell<HashMap<u64, LocalSender<Reply>>>,
+    next_id: Cell<u64>,
+    admin_gate: Semaphore,
+    /// Bytes of requests in flight on this core's connections.
+    pub inflight_bytes: Rc<Semaphore>,
+    pub inflight_requests: Cell<usize>,
+    pub shutting_down: Cell<bool>,
+    meta_path: PathBuf,
+}
+
+pub type MeshBuilderFull = MeshBuilder<Msg, Full>;
+
+impl Shard {
+    /// Joins the mesh and opens this shard's partitions.
+    pub async fn start(
+        id: ShardId,
+        nr_shards: usize,
+        config: BrokerConfig,
+        image: MetadataImage,
+        mesh: Option<MeshBuilderFull>,
+    ) -> anyhow::Result<Rc<Shard>> {
+        let (senders, receivers) = match mesh {
+            Some(m) => {
+                let (s, r) = m.join().await.map_err(|_| anyhow::anyhow!("joining the cross-core mesh failed"))?;
+                (Some(s), Some(r))
+            }
+            None => (None, None),
+        };
+        let meta_path = config.data_dir.join("metadata.json");
+        let shard = Rc::new(Shard {
+            id,
+            nr_shards,
+            config,
+            image: RefCell::new(Rc::new(image.clone())),
+            logs: RefCell::new(HashMap::new()),
+            senders,
+            waiting: RefCell::new(HashMap::new()),
+            next_id: Cell::new(1),
+            admin_gate: Semaphore::new(1),
+            inflight_bytes: Rc::new(Semaphore::new(crate::limits::CORE_INFLIGHT_BYTES_MAX as u64)),
+            inflight_requests: Cell::new(0),
+            shutting_down: Cell::new(false),
+            meta_path,
+        });
+        shard.apply_image(image).await;
+        if let Some(mut receivers) = receivers {
+            for (_, rx) in receivers.streams() {
+                let me = shard.clone();
+                glommio::spawn_local(async move {
+                    while let Some(msg) = rx.recv().await {
+                        me.on_message(msg);
+                    }
+                })
+                .detach();
+            }
+        }
+        Ok(shard)
+    }
+
+    pub fn image(&self) -> Rc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    pub fn log(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
+        let logs = self.logs.borrow();
+        let p = usize::try_from(partition).ok()?;
+        logs.get(topic)?.get(p)?.clone()
+    }
+
+    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.config.data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    fn on_message(self: &Rc<Self>, msg: Msg) {
+        match msg {
+            Msg::Request { id, from, op } => {
+                let me = self.clone();
+                glommio::spawn_local(async move {
+                    let reply = me.execute(op).await;
+                    if let Some(s) = &me.senders {
+                        // The peer's receiver loop never blocks, so this send always makes progress.
+                        let _ = s.send_to(from, Msg::Response { id, reply }).await;
+                    }
+                })
+                .detach();
+            }
+            Msg::Response { id, reply } => {
+                if let Some(tx) = self.waiting.borrow_mut().remove(&id) {
+                    let _ = tx.try_send(reply);
+                }
+            }
+        }
+    }
+
+    /// Runs `op` on shard `target`: here directly, elsewhere through the mesh.
+    pub async fn call(self: &Rc<Self>, target: ShardId, op: Op) -> Reply {
+        if target == self.id {
+            return self.execute(op).await;
+        }
+        let Some(senders) = &self.senders else {
+            panic!("call to shard {target} from shard {} without a mesh", self.id);
+        };
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.waiting.borrow_mut().insert(id, tx);
+        if senders.send_to(target, Msg::Request { id, from: self.id, op }).await.is_err() {
+            self.waiting.borrow_mut().remove(&id);
+            return Reply::Admin(Vec::new());
+        }
+        match rx.recv().await {
+            Some(r) => r,
+            None => Reply::Admin(Vec::new()),
+        }
+    }
+
+    /// Runs an op against this shard's own partitions.
+    pub async fn execute(self: &Rc<Self>, op: Op) -> Reply {
+        match op {
+            Op::Produce { parts, acks } => Reply::Produce(self.produce_local(parts, acks).await),
+            Op::Fetch { parts } => {
+                let mut out = Vec::with_capacity(parts.len());
+                for p in parts {
+                    out.push(self.fetch_local(&p).await);
+                }
+                Reply::Fetch(out)
+            }
+            Op::Watch { parts, wait_ms } => {
+                self.watch_local(&parts, wait_ms).await;
+                Reply::Watched
+            }
+            Op::ListOffsets { topic, partition, timestamp } => {
+                Reply::ListOffsets(self.list_offsets_local(&topic, partition, timestamp).await)
+            }
+            Op::DeleteRecords { topic, partition, offset } => {
+                let r = match self.log(&topic, partition) {
+                    None => Err(ec::UNKNOWN_TOPIC_OR_PARTITION),
+                    Some(log) => {
+                        let offset = if offset == -1 { log.high_watermark() } else { offset };
+                        log.delete_records_before(offset).await.map_err(|e| log_error_code(&e))
+                    }
+                };
+                Reply::DeleteRecords(r)
+            }
+            Op::LogDirs => {
+                let logs = self.logs.borrow();
+                let mut out = Vec::new();
+                for (t, parts) in logs.iter() {
+                    for (i, l) in parts.iter().enumerate() {
+                        if let Some(l) = l {
+                            out.push((t.clone(), i as i32, l.size_bytes()));
+                        }
+                    }
+                }
+                Reply::LogDirs(out)
+            }
+            Op::Apply { image } => {
+                self.apply_image(image).await;
+                Reply::Applied
+            }
+            Op::Admin(op) => Reply::Admin(self.admin_local(op).await),
+        }
+    }
+
+    /// Appends the batches of each part in call order (no await between them),
+    /// then waits for durability as `acks` asks.
+    pub async fn produce_local(self: &Rc<Self>, parts: Vec<ProducePart>, acks: i16) -> Vec<Result<AppendInfo, i16>> {
+        let epoch_of = |t: &str, p: i32| -> i32 {
+            let img = self.image.borrow();
+            img.topics.get(t).and_then(|tm| tm.partitions.get(p as usize)).map(|pm| pm.leader_epoch).unwrap_or(0)
+        };
+        let mut started = Vec::with_capacity(parts.len());
+        for part in parts {
+            let Some(log) = self.log(&part.topic, part.partition) else {
+                started.push(Err(ec::NOT_LEADER_OR_FOLLOWER));
+                continue;
+            };
+            let epoch = epoch_of(&part.topic, part.partition);
+            let mut first: Option<AppendInfo> = None;
+            let mut last: Option<AppendInfo> = None;
+            let mut err = None;
+            for mut b in part.batches {
+                match log.append_now(&mut b, epoch) {
+                    Ok(info) => {
+                        first.get_or_insert(info);
+                        last = Some(info);
+                    }
+                    Err(e) => {
+                        err = Some(log_error_code(&e));
+                        break;
+                    }
+                }
+            }
+            match (err, first, last) {
+                (Some(e), _, _) => started.push(Err(e)),
+                (None, Some(f), Some(l)) => started.push(Ok((log, AppendInfo { last_offset: l.last_offset, ..f }))),
+                _ => started.push(Err(ec::CORRUPT_MESSAGE)),
+            }
+        }
+        let mut out = Vec::with_capacity(started.len());
+        for s in started {
+            out.push(match s {
+                Err(e) => Err(e),
+                Ok((log, info)) => {
+                    let waited = if acks == -1 {
+                        log.wait_durable(info.last_offset + 1).await
+                    } else {
+                        Ok(())
+                    };
+                    waited.map(|_| info).map_err(|e| log_error_code(&e))
+                }
+            });
+        }
+        out
+    }
+
+    async fn fetch_local(&self, p: &FetchPart) -> FetchPartResult {
+        let Some(log) = self.log(&p.topic, p.partition) else {
+            return FetchPartResult { error: ec::NOT_LEADER_OR_FOLLOWER, high_watermark: -1, log_start_offset: -1, ..Default::default() };
+        };
+        match log.read(p.offset, p.max_bytes).await {
+            Ok(r) => FetchPartResult {
+                error: ec::NONE,
+                high_watermark: r.high_watermark,
+                log_start_offset: r.log_start_offset,
+                records: r.records,
+            },
+            Err(e) => FetchPartResult {
+                error: log_error_code(&e),
+                high_watermark: log.high_watermark(),
+                log_start_offset: log.log_start_offset(),
+                records: Bytes::new(),
+            },
+        }
+    }
+
+    async fn watch_local(&self, parts: &[(String, i32, i64)], wait_ms: i64) {
+        let logs: Vec<(Rc<PartitionLog>, i64)> =
+            parts.iter().filter_map(|(t, p, o)| self.log(t, *p).map(|l| (l, *o))).collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms.max(0) as u64);
+        loop {
+            let listeners: Vec<_> = logs.iter().map(|(l, _)| Box::pin(l.data_arrived.listen())).collect();
+            if logs.iter().any(|(l, o)| l.high_watermark() > *o) || self.shutting_down.get() {
+                return;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let mut all = listeners;
+            let first = futures_lite::future::poll_fn(move |cx| {
+                for l in all.iter_mut() {
+                    if std::future::Future::poll(l.as_mut(), cx).is_ready() {
+                        return std::task::Poll::Ready(());
+                    }
+                }
+                std::task::Poll::Pending
+            });
+            futures_lite::future::or(first, glommio::timer::sleep(deadline - now)).await;
+        }
+    }
+
+    async fn list_offsets_local(&self, topic: &str, partition: i32, timestamp: i64) -> Result<(i64, i64), i16> {
+        let Some(log) = self.log(topic, partition) else {
+            return Err(ec::NOT_LEADER_OR_FOLLOWER);
+        };
+        match timestamp {
+            -2 => Ok((-1, log.log_start_offset())),
+            -1 => Ok((-1, log.high_watermark())),
+            -3 => {
+                let (ts, off) = log.max_timestamp();
+                if ts < 0 {
+                    Ok((-1, -1))
+                } else {
+                    Ok((ts, off))
+                }
+            }
+            -4 | -5 => Ok((-1, log.log_start_offset())),
+            t if t < 0 => Err(ec::INVALID_REQUEST),
+            t => match log.offset_for_timestamp(t).await {
+                Ok(Some((off, ts))) => Ok((ts, off)),
+                Ok(None) => Ok((-1, -1)),
+                Err(e) => Err(log_error_code(&e)),
+            },
+        }
+    }
+
+    /// Makes `image` this shard's image: opens partitions it now owns, deletes
+    /// those of removed topics, and pushes config changes to open logs.
+    pub async fn apply_image(self: &Rc<Self>, image: MetadataImage) {
+        let old = self.image();
+        let image = Rc::new(image);
+        // Deleted topics (or recreated under the same name with a new id).
+        let doomed: Vec<(String, Vec<Option<Rc<PartitionLog>>>)> = {
+            let mut logs = self.logs.borrow_mut();
+            let names: Vec<String> = logs
+                .keys()
+                .filter(|t| match (old.topics.get(*t), image.topics.get(*t)) {
+                    (_, None) => true,
+                    (Some(o), Some(n)) => o.id != n.id,
+                    (None, Some(_)) => false,
+                })
+                .cloned()
+                .collect();
+            names.into_iter().filter_map(|n| logs.remove(&n).map(|v| (n, v))).collect()
+        };
+        *self.image.borrow_mut() = image.clone();
+        for (_, parts) in doomed {
+            for log in parts.into_iter().flatten() {
+                log.delete().await;
+            }
+        }
+        for (name, t) in image.topics.iter() {
+            let cfg = self.config.log_config(&t.configs);
+            for (i, pm) in t.partitions.iter().enumerate() {
+                if pm.owner != self.id {
+                    continue;
+                }
+                let existing = self.log(name, i as i32);
+                match existing {
+                    Some(log) => log.set_config(cfg.clone()),
+                    None => {
+                        let dir = self.partition_dir(name, i as i32);
+                        match PartitionLog::open(dir.clone(), cfg.clone()).await {
+                            Ok(log) => {
+                                let mut logs = self.logs.borrow_mut();
+                                let v = logs.entry(name.clone()).or_default();
+                                if v.len() <= i {
+                                    v.resize(i + 1, None);
+                                }
+                                v[i] = Some(log);
+                            }
+                            Err(e) => tracing::error!(dir = %dir.display(), error = %e, "cannot open partition"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `image` to every shard (this one included) and waits until all applied it.
+    async fn broadcast_image(self: &Rc<Self>, image: &MetadataImage) {
+        let calls = (0..self.nr_shards).map(|s| {
+            let me = self.clone();
+            let img = image.clone();
+            glommio::spawn_local(async move { me.call(s, Op::Apply { image: img }).await })
+        });
+        let tasks: Vec<_> = calls.collect();
+        for t in tasks {
+            t.await;
+        }
+    }
+
+    /// Runs an admin op on shard 0, serialised with every other admin op.
+    pub async fn admin(self: &Rc<Self>, op: AdminOp) -> Vec<AdminResult> {
+        match self.call(0, Op::Admin(op)).await {
+            Reply::Admin(r) => r,
+            _ => Vec::new(),
+        }
+    }
+
+    async fn admin_local(self: &Rc<Self>, op: AdminOp) -> Vec<AdminResult> {
+        assert_eq!(self.id, 0, "admin ops run on the controller shard");
+        let _permit = self.admin_gate.acquire_permit(1).await;
+        let mut image = (*self.image()).clone();
+        let (results, changed) = apply_admin(&mut image, op, &self.config, self.nr_shards);
+        if changed {
+            image.epoch += 1;
+            let path = self.meta_path.clone();
+            let to_save = image.clone();
+            let saved = glommio::executor().spawn_blocking(move || to_save.save(&path)).await;
+            if let Err(e) = saved {
+                tracing::error!(error = %e, "cannot persist metadata");
+                return results
+                    .into_iter()
+                    .map(|r| AdminResult { error: ec::KAFKA_STORAGE_ERROR, message: Some(e.to_string()), ..r })
+                    .collect();
+            }
+            self.broadcast_image(&image).await;
+        }
+        results
+    }
+
+    /// Applies retention on this shard's partitions.
+    pub async fn retention_pass(&self) {
+        let logs: Vec<Rc<PartitionLog>> = self.logs.borrow().values().flatten().flatten().cloned().collect();
+        let now = now_ms();
+        for log in logs {
+            if let Err(e) = log.apply_retention(now).await {
+                tracing::warn!(dir = %log.dir().display(), error = %e, "retention failed");
+            }
+        }
+    }
+
+    /// Flushes and closes every log on this shard.
+    pub async fn close_logs(&self) {
+        let logs: Vec<Rc<PartitionLog>> = self.logs.borrow().values().flatten().flatten().cloned().collect();
+        for log in logs {
+            if let Err(e) = log.close().await {
+                tracing::error!(dir = %log.dir().display(), error = %e, "closing partition failed");
+            }
+        }
+    }
+}
+
+/// Maps a storage error to the Kafka error code a client gets.
+pub fn log_error_code(e: &LogError) -> i16 {
+    match e {
+        LogError::OffsetOutOfRange { .. } => ec::OFFSET_OUT_OF_RANGE,
+        LogError::Io(_) => ec::KAFKA_STORAGE_ERROR,
+        LogError::Closed => ec::NOT_LEADER_OR_FOLLOWER,
+        _ => ec::UNKNOWN_SERVER_ERROR,
+    }
+}
+
+/// The pure part of admin ops: changes `image`, says what happened to each item and
+/// whether anything changed.
+pub fn apply_admin(image: &mut MetadataImage, op: AdminOp, cfg: &BrokerConfig, shards: usize) -> (Vec<AdminResult>, bool) {
+    let mut results = Vec::new();
+    let mut changed = false;
+    let res = |name: &str, error: i16, message: Option<String>| AdminResult {
+        name: name.to_string(),
+        error,
+        message,
+        topic_id: [0; 16],
+        partitions: -1,
+    };
+    match op {
+        AdminOp::CreateTopics { topics, validate_only } => {
+            for t in topics {
+                if let Err(m) = table::valid_topic_name(&t.name) {
+                    results.push(res(&t.name, ec::INVALID_TOPIC_EXCEPTION, Some(m)));
+                    continue;
+                }
+                if image.topics.contains_key(&t.name) {
+                    results.push(res(&t.name, ec::TOPIC_ALREADY_EXISTS, Some(format!("Topic '{}' already exists.", t.name))));
+                    continue;
+                }
+                let partitions = if t.partitions == -1 { cfg.num_partitions } else { t.partitions };
+                if partitions <= 0 || partitions > crate::limits::TOPIC_PARTITIONS_MAX {
+                    results.push(res(&t.name, ec::INVALID_PARTITIONS, Some(format!("invalid partition count {partitions}"))));
+                    continue;
+                }
+                if t.replication_factor != -1 && t.replication_factor != 1 {
+                    results.push(res(
+                        &t.name,
+                        ec::INVALID_REPLICATION_FACTOR,
+                        Some(format!("Replication factor: {} larger than available brokers: 1.", t.replication_factor)),
+                    ));
+                    continue;
+                }
+                let mut overrides = TopicOverrides::default();
+                let mut bad = None;
+                for (k, v) in &t.configs {
+                    if let Err(e) = TopicOverrides::validate(k, v) {
+                        bad = Some(e.to_string());
+                        break;
+                    }
+                    overrides.0.insert(k.clone(), v.clone());
+                }
+                if let Some(m) = bad {
+                    results.push(res(&t.name, ec::INVALID_CONFIG, Some(m)));
+                    continue;
+                }
+                let owners = image.place(partitions as usize, shards);
+                let id = *uuid::Uuid::new_v4().as_bytes();
+                let mut r = res(&t.name, ec::NONE, None);
+                r.topic_id = id;
+                r.partitions = partitions;
+                results.push(r);
+                if !validate_only {
+                    image.topics.insert(
+                        t.name.clone(),
+                        TopicMeta {
+                            name: t.name,
+                            id,
+                            partitions: owners.into_iter().map(|owner| PartitionMeta { owner, leader_epoch: 0 }).collect(),
+                            configs: overrides,
+                        },
+                    );
+                    changed = true;
+                }
+            }
+        }
+        AdminOp::DeleteTopics { names } => {
+            for n in names {
+                if !cfg.delete_topic_enable {
+                    results.push(res(&n, ec::TOPIC_DELETION_DISABLED, None));
+                } else if let Some(t) = image.topics.remove(&n) {
+                    let mut r = res(&n, ec::NONE, None);
+                    r.topic_id = t.id;
+                    results.push(r);
+                    changed = true;
+                } else {
+                    results.push(res(&n, ec::UNKNOWN_TOPIC_OR_PARTITION, None));
+                }
+            }
+        }
+        AdminOp::CreatePartitions { topics, validate_only } => {
+            for (name, count) in topics {
+                let Some(current) = image.topics.get(&name).map(|t| t.partitions.len() as i32) else {
+                    results.push(res(&name, ec::UNKNOWN_TOPIC_OR_PARTITION, None));
+                    continue;
+                };
+                if count <= current {
+                    results.push(res(
+                        &name,
+                        ec::INVALID_PARTITIONS,
+                        Some(format!("Topic currently has {current} partitions, which is higher than the requested {count}.")),
+                    ));
+                    continue;
+                }
+                if count > crate::limits::TOPIC_PARTITIONS_MAX {
+                    results.push(res(&name, ec::INVALID_PARTITIONS, Some("too many partitions".into())));
+                    continue;
+                }
+                let owners = image.place((count - current) as usize, shards);
+                results.push(res(&name, ec::NONE, None));
+                if !validate_only {
+                    if let Some(t) = image.topics.get_mut(&name) {
+                        t.partitions.extend(owners.into_iter().map(|owner| PartitionMeta { owner, leader_epoch: 0 }));
+                        changed = true;
+                    }
+                }
+            }
+        }
+        AdminOp::AlterConfigs { topic, ops, replace, validate_only } => {
+            let Some(t) = image.topics.get_mut(&topic) else {
+                results.push(res(&topic, ec::UNKNOWN_TOPIC_OR_PARTITION, None));
+                return (results, false);
+            };
+            let mut next = if replace { TopicOverrides::default() } else { t.configs.clone() };
+            for op in ops {
+                let outcome = match op {
+                    ConfigChange::Set(k, v) => TopicOverrides::validate(&k, &v).map(|_| {
+                        next.0.insert(k, v);
+                    }),
+                    ConfigChange::Delete(k) => {
+                        if crate::config::topic_key(&k).is_none() {
+                            Err(crate::config::ConfigError::UnknownKey(k))
+                        } else {
+                            next.0.remove(&k);
+                            Ok(())
+                        }
+                    }
+                };
+                if let Err(e) = outcome {
+                    results.push(res(&topic, ec::INVALID_CONFIG, Some(e.to_string())));
+                    return (results, false);
+                }
+            }
+            results.push(res(&topic, ec::NONE, None));
+            if !validate_only && next != t.configs {
+                t.configs = next;
+                changed = true;
+            }
+        }
+    }
+    (results, changed)
+}

@@ -1,0 +1,4 @@
+//! Storage: partition logs made of segments, with sparse indexes.
+
+pub mod index;
+pub mod log;
