@@ -411,7 +411,11 @@ impl ProducerContext for CliContext {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut g) = self.first_failure.lock() {
                     if g.is_none() {
-                        *g = Some(format!("{} [partition {}]: {e}", msg.topic(), msg.partition()));
+                        *g = Some(format!(
+                            "{} [partition {}]: {e}",
+                            msg.topic(),
+                            msg.partition()
+                        ));
                     }
                 }
             }
@@ -507,6 +511,18 @@ fn topic_partitions(meta: &MetaClient, conn: &Connection, topic: &str) -> Result
     Ok(ids)
 }
 
+/// Formats an admin API failure; a local timeout usually means the broker
+/// does not implement the API at all, so say so.
+fn admin_err(what: impl Display, api: &str, e: KafkaError) -> anyhow::Error {
+    match e {
+        KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut) => anyhow!(
+            "{what}: no answer within {}s (does the broker support the {api} API?)",
+            ADMIN_TIMEOUT.as_secs()
+        ),
+        e => anyhow!("{what}: {e}"),
+    }
+}
+
 fn admin_options() -> AdminOptions {
     AdminOptions::new()
         .request_timeout(Some(ADMIN_TIMEOUT))
@@ -559,13 +575,24 @@ fn topic_create(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let mut new_topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication_factor));
+    let mut new_topic = NewTopic::new(
+        name,
+        partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
     for (k, v) in &configs {
         new_topic = new_topic.set(k, v);
     }
     let admin = conn.admin_client()?;
-    let results = futures_lite::future::block_on(admin.create_topics([&new_topic], &admin_options()))
-        .map_err(|e| anyhow!("cannot create topic {name}: {e}"))?;
+    let results =
+        futures_lite::future::block_on(admin.create_topics([&new_topic], &admin_options()))
+            .map_err(|e| {
+                admin_err(
+                    format_args!("cannot create topic {name}"),
+                    "CreateTopics",
+                    e,
+                )
+            })?;
     for r in results {
         match r {
             Ok(t) => println!("created topic {t}"),
@@ -611,7 +638,13 @@ fn describe_topic_configs(
 ) -> Result<Vec<rdkafka::admin::ConfigEntry>> {
     let spec = ResourceSpecifier::Topic(name);
     let results = futures_lite::future::block_on(admin.describe_configs([&spec], &admin_options()))
-        .map_err(|e| anyhow!("cannot describe configs of topic {name}: {e}"))?;
+        .map_err(|e| {
+            admin_err(
+                format_args!("cannot describe configs of topic {name}"),
+                "DescribeConfigs",
+                e,
+            )
+        })?;
     let resource = results
         .into_iter()
         .next()
@@ -667,8 +700,12 @@ fn topic_describe(conn: &Connection, name: &str) -> Result<()> {
             .client()
             .fetch_watermarks(name, p.id(), METADATA_TIMEOUT)
         {
-            Ok((low, high)) => line.push_str(&format!("\tLowWatermark: {low}\tHighWatermark: {high}")),
-            Err(e) => line.push_str(&format!("\tLowWatermark: ?\tHighWatermark: ?\tWatermarkError: {e}")),
+            Ok((low, high)) => {
+                line.push_str(&format!("\tLowWatermark: {low}\tHighWatermark: {high}"))
+            }
+            Err(e) => line.push_str(&format!(
+                "\tLowWatermark: ?\tHighWatermark: ?\tWatermarkError: {e}"
+            )),
         }
         if let Some(err) = p.error() {
             line.push_str(&format!("\tError: {}", RDKafkaErrorCode::from(err)));
@@ -703,7 +740,7 @@ fn topic_delete(conn: &Connection, names: &[String]) -> Result<()> {
     let admin = conn.admin_client()?;
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let results = futures_lite::future::block_on(admin.delete_topics(&refs, &admin_options()))
-        .map_err(|e| anyhow!("cannot delete topics: {e}"))?;
+        .map_err(|e| admin_err("cannot delete topics", "DeleteTopics", e))?;
     let mut failures = Vec::new();
     for r in results {
         match r {
@@ -789,7 +826,13 @@ fn topic_alter_config(
         alter = alter.set(k, v);
     }
     let results = futures_lite::future::block_on(admin.alter_configs([&alter], &admin_options()))
-        .map_err(|e| anyhow!("cannot alter configs of topic {name}: {e}"))?;
+        .map_err(|e| {
+        admin_err(
+            format_args!("cannot alter configs of topic {name}"),
+            "AlterConfigs",
+            e,
+        )
+    })?;
     for r in results {
         if let Err((_, code)) = r {
             bail!("cannot alter configs of topic {name}: {code}");
@@ -830,13 +873,17 @@ fn produce_from(args: &ProduceArgs, input: &mut dyn BufRead) -> Result<u64> {
     // partition out of range, instead of timing out record by record.
     let md = fetch_metadata(&producer, conn, Some(&args.topic))?;
     if let Some(t) = md.topics().iter().find(|t| t.name() == args.topic) {
-        if t.error().map(RDKafkaErrorCode::from) == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
+        if t.error().map(RDKafkaErrorCode::from) == Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+        {
             bail!("topic {} does not exist", args.topic);
         }
         if let Some(p) = args.partition {
             let n = t.partitions().len();
             if n > 0 && !t.partitions().iter().any(|tp| tp.id() == p) {
-                bail!("partition {p} does not exist (topic {} has {n} partitions)", args.topic);
+                bail!(
+                    "partition {p} does not exist (topic {} has {n} partitions)",
+                    args.topic
+                );
             }
         }
     }
@@ -1037,7 +1084,9 @@ fn consume_to(args: &ConsumeArgs, out: &mut dyn Write) -> Result<u64> {
             Some(Ok(msg)) => {
                 line.clear();
                 if args.print_offset {
-                    line.extend_from_slice(format!("{}:{}\t", msg.partition(), msg.offset()).as_bytes());
+                    line.extend_from_slice(
+                        format!("{}:{}\t", msg.partition(), msg.offset()).as_bytes(),
+                    );
                 }
                 if args.print_key {
                     line.extend_from_slice(msg.key().unwrap_or_default());
@@ -1148,14 +1197,32 @@ mod tests {
 
     #[test]
     fn line_splitting() {
-        assert_eq!(split_line(b"k\tv", b"\t", false), (Some(&b"k"[..]), &b"v"[..]));
+        assert_eq!(
+            split_line(b"k\tv", b"\t", false),
+            (Some(&b"k"[..]), &b"v"[..])
+        );
         // Only the first separator splits.
-        assert_eq!(split_line(b"k\tv\tw", b"\t", false), (Some(&b"k"[..]), &b"v\tw"[..]));
-        assert_eq!(split_line(b"just a value", b"\t", false), (None, &b"just a value"[..]));
-        assert_eq!(split_line(b"\tv", b"\t", false), (Some(&b""[..]), &b"v"[..]));
-        assert_eq!(split_line(b"k\t", b"\t", false), (Some(&b"k"[..]), &b""[..]));
+        assert_eq!(
+            split_line(b"k\tv\tw", b"\t", false),
+            (Some(&b"k"[..]), &b"v\tw"[..])
+        );
+        assert_eq!(
+            split_line(b"just a value", b"\t", false),
+            (None, &b"just a value"[..])
+        );
+        assert_eq!(
+            split_line(b"\tv", b"\t", false),
+            (Some(&b""[..]), &b"v"[..])
+        );
+        assert_eq!(
+            split_line(b"k\t", b"\t", false),
+            (Some(&b"k"[..]), &b""[..])
+        );
         assert_eq!(split_line(b"k\tv", b"\t", true), (None, &b"k\tv"[..]));
-        assert_eq!(split_line(b"a::b::c", b"::", false), (Some(&b"a"[..]), &b"b::c"[..]));
+        assert_eq!(
+            split_line(b"a::b::c", b"::", false),
+            (Some(&b"a"[..]), &b"b::c"[..])
+        );
         assert_eq!(split_line(b"a:", b"::", false), (None, &b"a:"[..]));
         assert_eq!(split_line(b"", b"\t", false), (None, &b""[..]));
     }
@@ -1180,8 +1247,11 @@ mod tests {
 
     #[test]
     fn override_merging() {
-        let current: BTreeMap<String, String> =
-            [("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())].into();
+        let current: BTreeMap<String, String> = [
+            ("a".to_string(), "1".to_string()),
+            ("b".to_string(), "2".to_string()),
+        ]
+        .into();
         let merged = merge_overrides(
             current.clone(),
             &[("a".into(), "9".into()), ("c".into(), "3".into())],
@@ -1208,8 +1278,21 @@ mod tests {
         assert_eq!(p.conn.bootstrap, "127.0.0.1:9092");
 
         let TestCmd::Produce(p) = parse(&[
-            "produce", "t", "--partition", "2", "--key-separator", ":", "--acks", "1",
-            "--compression", "zstd", "--no-keys", "-b", "h:1", "-X", "linger.ms=0",
+            "produce",
+            "t",
+            "--partition",
+            "2",
+            "--key-separator",
+            ":",
+            "--acks",
+            "1",
+            "--compression",
+            "zstd",
+            "--no-keys",
+            "-b",
+            "h:1",
+            "-X",
+            "linger.ms=0",
         ])
         .unwrap() else {
             panic!("not produce")
@@ -1238,8 +1321,18 @@ mod tests {
         assert!(!c.print_key && !c.print_offset);
 
         let TestCmd::Consume(c) = parse(&[
-            "consume", "t", "--partition", "1", "--from", "42", "--count", "10",
-            "--timeout-ms", "100", "--print-key", "--print-offset",
+            "consume",
+            "t",
+            "--partition",
+            "1",
+            "--from",
+            "42",
+            "--count",
+            "10",
+            "--timeout-ms",
+            "100",
+            "--print-key",
+            "--print-offset",
         ])
         .unwrap() else {
             panic!("not consume")
@@ -1262,8 +1355,15 @@ mod tests {
             configs,
             ..
         }) = parse(&[
-            "topic", "create", "orders", "--partitions", "3", "--config", "retention.ms=1",
-            "--config", "cleanup.policy=compact",
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--config",
+            "retention.ms=1",
+            "--config",
+            "cleanup.policy=compact",
         ])
         .unwrap()
         else {
@@ -1293,7 +1393,12 @@ mod tests {
         let TestCmd::Topic(TopicCommand::AlterConfig {
             name, set, delete, ..
         }) = parse(&[
-            "topic", "alter-config", "orders", "--set", "retention.ms=5", "--delete",
+            "topic",
+            "alter-config",
+            "orders",
+            "--set",
+            "retention.ms=5",
+            "--delete",
             "cleanup.policy",
         ])
         .unwrap()
@@ -1350,7 +1455,11 @@ mod tests {
         assert_eq!(n, 3);
 
         let mut out = Vec::new();
-        let got = consume_to(&consume_args(StartFrom::Beginning, Some(3), 10_000), &mut out).unwrap();
+        let got = consume_to(
+            &consume_args(StartFrom::Beginning, Some(3), 10_000),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(got, 3);
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -1367,7 +1476,10 @@ mod tests {
 
         // From the end: nothing.
         let mut out = Vec::new();
-        assert_eq!(consume_to(&consume_args(StartFrom::End, None, 1000), &mut out).unwrap(), 0);
+        assert_eq!(
+            consume_to(&consume_args(StartFrom::End, None, 1000), &mut out).unwrap(),
+            0
+        );
         assert!(out.is_empty());
 
         // Missing topic and partition are clear errors.
@@ -1378,13 +1490,19 @@ mod tests {
         let mut bad_partition = consume_args(StartFrom::Beginning, None, 1000);
         bad_partition.partition = Some(7);
         let e = consume_to(&bad_partition, &mut Vec::new()).unwrap_err();
-        assert!(format!("{e:#}").contains("partition 7 does not exist"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("partition 7 does not exist"),
+            "{e:#}"
+        );
         let bad_produce = ProduceArgs {
             partition: Some(9),
             ..produce_args
         };
         let e = produce_from(&bad_produce, &mut &b"x"[..]).unwrap_err();
-        assert!(format!("{e:#}").contains("partition 9 does not exist"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("partition 9 does not exist"),
+            "{e:#}"
+        );
 
         // Bad -X property.
         let bad_conn = Connection {

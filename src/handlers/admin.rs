@@ -40,17 +40,18 @@ pub async fn create_topics(shard: &Rc<Shard>, req: Request) -> Result<Option<byt
         topics.push(NewTopic { name: t.name.0.to_string(), partitions: t.num_partitions, replication_factor: t.replication_factor, configs });
     }
     let results = shard.admin(AdminOp::CreateTopics { topics, validate_only: c.validate_only }).await;
+    let v = req.api_version;
     let mut out: Vec<CreatableTopicResult> = results
         .into_iter()
         .map(|r| {
             let ok = r.error == ec::NONE;
             CreatableTopicResult::default()
                 .with_name(TopicName(str_bytes(&r.name)))
-                .with_topic_id(uuid::Uuid::from_bytes(r.topic_id))
+                .with_topic_id(if v >= 7 { uuid::Uuid::from_bytes(r.topic_id) } else { uuid::Uuid::nil() })
                 .with_error_code(r.error)
                 .with_error_message(msg(r.message))
-                .with_num_partitions(if ok { r.partitions } else { -1 })
-                .with_replication_factor(if ok { 1 } else { -1 })
+                .with_num_partitions(if ok && v >= 5 { r.partitions } else { -1 })
+                .with_replication_factor(if ok && v >= 5 { 1 } else { -1 })
         })
         .collect();
     for (name, code, m) in bad {
@@ -72,14 +73,15 @@ pub async fn delete_topics(shard: &Rc<Shard>, req: Request) -> Result<Option<byt
         }
     }
     let results = shard.admin(AdminOp::DeleteTopics { names }).await;
+    let v = req.api_version;
     let mut out: Vec<DeletableTopicResult> = results
         .into_iter()
         .map(|r| {
             DeletableTopicResult::default()
                 .with_name(Some(TopicName(str_bytes(&r.name))))
-                .with_topic_id(uuid::Uuid::from_bytes(r.topic_id))
+                .with_topic_id(if v >= 6 { uuid::Uuid::from_bytes(r.topic_id) } else { uuid::Uuid::nil() })
                 .with_error_code(r.error)
-                .with_error_message(msg(r.message))
+                .with_error_message(if v >= 5 { msg(r.message) } else { None })
         })
         .collect();
     for id in unknown_ids {
@@ -181,8 +183,8 @@ pub async fn describe_log_dirs(shard: &Rc<Shard>, req: Request) -> Result<Option
         .with_error_code(ec::NONE)
         .with_log_dir(str_bytes(&dir.display().to_string()))
         .with_topics(topics)
-        .with_total_bytes(total)
-        .with_usable_bytes(usable)]);
+        .with_total_bytes(if req.api_version >= 4 { total } else { -1 })
+        .with_usable_bytes(if req.api_version >= 4 { usable } else { -1 })]);
     respond(&req, ApiKey::DescribeLogDirs, &body)
 }
 

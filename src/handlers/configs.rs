@@ -53,7 +53,7 @@ pub async fn describe(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::B
                                 .with_config_source(source)
                                 .with_is_sensitive(k.sensitive)
                                 .with_synonyms(synonyms)
-                                .with_config_type(k.config_type)
+                                .with_config_type(if req.api_version >= 3 { k.config_type } else { 0 })
                         })
                         .collect();
                     base.with_error_code(ec::NONE).with_configs(configs)

@@ -143,7 +143,7 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Byt
             .with_error_code(r.error)
             .with_high_watermark(r.high_watermark)
             .with_last_stable_offset(r.high_watermark)
-            .with_log_start_offset(r.log_start_offset)
+            .with_log_start_offset(if req.api_version >= 5 { r.log_start_offset } else { -1 })
             .with_records(Some(records));
         match topics.last_mut() {
             Some(t) if t.topic == w.topic => t.partitions.push(pd),

@@ -33,7 +33,7 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Byt
                             .with_error_code(ec::NONE)
                             .with_timestamp(ts)
                             .with_offset(off)
-                            .with_leader_epoch(if off >= 0 { leader_epoch } else { -1 }),
+                            .with_leader_epoch(if off >= 0 && req.api_version >= 4 { leader_epoch } else { -1 }),
                         Reply::ListOffsets(Err(code)) => base.with_error_code(code),
                         _ => base.with_error_code(ec::UNKNOWN_SERVER_ERROR),
                     }

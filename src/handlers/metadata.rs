@@ -11,7 +11,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataRespon
 use super::{decode, respond, str_bytes, HandlerError};
 use crate::protocol::errors as ec;
 use crate::protocol::frame::Request;
-use crate::shard::table::{valid_topic_name, MetadataImage, TopicMeta};
+use crate::shard::table::{valid_topic_name, TopicMeta};
 use crate::shard::{AdminOp, NewTopic, Shard};
 
 /// Creates the topics in `names` that do not exist, if auto-creation is on.
@@ -35,7 +35,7 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> Vec<(String, 
         .collect()
 }
 
-pub fn topic_response(image: &MetadataImage, t: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
+pub fn topic_response(version: i16, t: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
@@ -45,16 +45,15 @@ pub fn topic_response(image: &MetadataImage, t: &TopicMeta, node_id: i32) -> Met
                 .with_error_code(ec::NONE)
                 .with_partition_index(i as i32)
                 .with_leader_id(BrokerId(node_id))
-                .with_leader_epoch(p.leader_epoch)
+                .with_leader_epoch(if version >= 7 { p.leader_epoch } else { -1 })
                 .with_replica_nodes(vec![BrokerId(node_id)])
                 .with_isr_nodes(vec![BrokerId(node_id)])
         })
         .collect();
-    let _ = image;
     MetadataResponseTopic::default()
         .with_error_code(ec::NONE)
         .with_name(Some(TopicName(str_bytes(&t.name))))
-        .with_topic_id(uuid::Uuid::from_bytes(t.id))
+        .with_topic_id(if version >= 10 { uuid::Uuid::from_bytes(t.id) } else { uuid::Uuid::nil() })
         .with_is_internal(false)
         .with_partitions(partitions)
 }
@@ -82,7 +81,7 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Byt
     let image = shard.image();
     let node_id = shard.config.node_id;
     let topics: Vec<MetadataResponseTopic> = match requested {
-        None => image.topics.values().map(|t| topic_response(&image, t, node_id)).collect(),
+        None => image.topics.values().map(|t| topic_response(req.api_version, t, node_id)).collect(),
         Some(list) => list
             .into_iter()
             .map(|(name, id)| {
@@ -91,7 +90,7 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Byt
                     None => image.topic_by_id(id.as_bytes()),
                 };
                 match found {
-                    Some(t) => topic_response(&image, t, node_id),
+                    Some(t) => topic_response(req.api_version, t, node_id),
                     None => {
                         let code = match &name {
                             None => ec::UNKNOWN_TOPIC_ID,
@@ -117,8 +116,8 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Byt
             .with_node_id(BrokerId(node_id))
             .with_host(str_bytes(&adv.ip().to_string()))
             .with_port(adv.port() as i32)])
-        .with_cluster_id(Some(str_bytes(&image.cluster_id)))
-        .with_controller_id(BrokerId(node_id))
+        .with_cluster_id((req.api_version >= 2).then(|| str_bytes(&image.cluster_id)))
+        .with_controller_id(BrokerId(if req.api_version >= 1 { node_id } else { -1 }))
         .with_topics(topics);
     respond(&req, ApiKey::Metadata, &body)
 }

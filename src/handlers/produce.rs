@@ -70,6 +70,7 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
         let s = shard.clone();
         calls.insert(owner, glommio::spawn_local(async move { s.call(owner, Op::Produce { parts, acks }).await }));
     }
+    let version = req.api_version;
     Ok(Box::pin(async move {
         let mut results: BTreeMap<usize, Vec<Result<AppendInfo, i16>>> = BTreeMap::new();
         for (owner, task) in calls {
@@ -89,7 +90,7 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
                         let r = PartitionProduceResponse::default().with_index(index).with_base_offset(-1).with_log_append_time_ms(-1).with_log_start_offset(-1);
                         match slot {
                             Slot::Failed(code, msg) => {
-                                r.with_error_code(code).with_error_message(msg.map(|m| StrBytes::from_string(m)))
+                                r.with_error_code(code).with_error_message(msg.filter(|_| version >= 8).map(StrBytes::from_string))
                             }
                             Slot::Sent { owner, index: i } => {
                                 match results.get(&owner).and_then(|v| v.get(i)) {
@@ -97,7 +98,7 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
                                         .with_error_code(ec::NONE)
                                         .with_base_offset(info.base_offset)
                                         .with_log_append_time_ms(info.log_append_time)
-                                        .with_log_start_offset(info.log_start_offset),
+                                        .with_log_start_offset(if version >= 5 { info.log_start_offset } else { -1 }),
                                     Some(Err(code)) => r.with_error_code(*code),
                                     None => r.with_error_code(ec::REQUEST_TIMED_OUT),
                                 }

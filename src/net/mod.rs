@@ -62,7 +62,7 @@ enum ConnError {
     Handler(#[from] HandlerError),
 }
 
-type Queued = glommio::task::JoinHandle<Option<bytes::Bytes>>;
+type Queued = glommio::task::JoinHandle<Result<Option<bytes::Bytes>, ()>>;
 
 async fn serve(shard: Rc<Shard>, mut stream: TcpStream) -> Result<(), ConnError> {
     stream.set_nodelay(true).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -80,14 +80,18 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) -> Result<(), ConnError>
     let shard_w = shard.clone();
     let writer_task = glommio::spawn_local(async move {
         while let Some((handle, units)) = rx.recv().await {
-            let out = handle.await.flatten();
+            let out = handle.await;
             budget_w.signal(units as u64);
             core_w.signal(units as u64);
             shard_w.inflight_requests.set(shard_w.inflight_requests.get() - 1);
-            if let Some(bytes) = out {
-                if writer.write_all(&bytes).await.is_err() {
-                    break;
+            match out {
+                Some(Ok(Some(bytes))) => {
+                    if writer.write_all(&bytes).await.is_err() {
+                        break;
+                    }
                 }
+                Some(Ok(None)) => {}
+                Some(Err(())) | None => break,
             }
         }
         let _ = writer.close().await;
@@ -130,13 +134,11 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) -> Result<(), ConnError>
                 }
             };
             let handle = glommio::spawn_local(async move {
-                match fut.await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "request failed");
-                        None
-                    }
-                }
+                fut.await.map_err(|e| {
+                    // A response that cannot be produced closes the connection, as
+                    // Kafka does: the client must not wait for an answer that never comes.
+                    tracing::warn!(error = %e, "request failed; closing the connection");
+                })
             })
             .detach();
             if tx.send((handle, units)).await.is_err() {

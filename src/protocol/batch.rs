@@ -142,7 +142,8 @@ impl BatchHeader {
 
     /// Offset of the batch's last record: `base_offset + last_offset_delta`.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset.wrapping_add(i64::from(self.last_offset_delta))
+        self.base_offset
+            .wrapping_add(i64::from(self.last_offset_delta))
     }
 
     /// Offset that follows this batch: `last_offset() + 1`.
@@ -205,7 +206,9 @@ pub enum BatchError {
     #[error("invalid record batch length (below the {MIN_BATCH_LENGTH}-byte minimum)")]
     InvalidLength,
     /// The stored CRC-32C does not match the bytes.
-    #[error("record batch is corrupt (stored crc = {stored:#010x}, computed crc = {computed:#010x})")]
+    #[error(
+        "record batch is corrupt (stored crc = {stored:#010x}, computed crc = {computed:#010x})"
+    )]
     CrcMismatch { stored: u32, computed: u32 },
     /// `recordsCount <= 0`, or it disagrees with `lastOffsetDelta + 1`.
     #[error("invalid record count or offset range in record batch")]
@@ -226,8 +229,13 @@ pub enum BatchError {
     #[error("the base offset of a produced record batch must be 0, but it is {0}")]
     NonZeroBaseOffset(i64),
     /// An idempotent/transactional batch (`producerId >= 0`) has a negative `baseSequence`.
-    #[error("invalid sequence number {base_sequence} in record batch with producer id {producer_id}")]
-    InvalidSequence { producer_id: i64, base_sequence: i32 },
+    #[error(
+        "invalid sequence number {base_sequence} in record batch with producer id {producer_id}"
+    )]
+    InvalidSequence {
+        producer_id: i64,
+        base_sequence: i32,
+    },
     /// The client set the LogAppendTime attribute, which only the broker may set.
     #[error("producers must not set the timestamp type to LogAppendTime")]
     LogAppendTimeFromClient,
@@ -236,8 +244,8 @@ pub enum BatchError {
 impl BatchError {
     /// The Kafka error code to answer a producer with.
     ///
-    /// * `CORRUPT_MESSAGE` (2) — `Empty` excluded: truncation, bad `batchLength`, CRC mismatch.
-    ///   Retriable for the client, so it is only used where the bytes may have been damaged in transit.
+    /// * `CORRUPT_MESSAGE` (2) — truncation, bad `batchLength`, CRC mismatch. Clients retry on
+    ///   this code, so it is only used where the bytes may have been damaged in transit.
     /// * `MESSAGE_TOO_LARGE` (10) — `TooLarge`.
     /// * `INVALID_TIMESTAMP` (32) — `LogAppendTimeFromClient` (Kafka's `LogValidator.validateTimestamp`).
     /// * `UNSUPPORTED_FOR_MESSAGE_FORMAT` (43) — magic other than 2.
@@ -385,7 +393,10 @@ fn check_frame(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         .ok_or(BatchError::Truncated)?;
     let computed = crc32c::crc32c(body);
     if computed != header.crc {
-        return Err(BatchError::CrcMismatch { stored: header.crc, computed });
+        return Err(BatchError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
     }
     Ok(header)
 }
@@ -398,7 +409,10 @@ fn validate_client_batch(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHead
     if let Some(header) = BatchHeader::parse(buf).ok().filter(|h| h.magic == MAGIC_V2) {
         let size = header.total_bytes();
         if header.batch_length >= MIN_BATCH_LENGTH && size <= buf.len() && size > max_batch_bytes {
-            return Err(BatchError::TooLarge { size, max: max_batch_bytes });
+            return Err(BatchError::TooLarge {
+                size,
+                max: max_batch_bytes,
+            });
         }
     }
     let header = check_frame(buf)?;
@@ -538,13 +552,14 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// A `length varint + bytes` field; `-1` means null when `nullable`.
-    fn bytes_field(&mut self, nullable: bool) -> Result<(), &'static str> {
+    /// A `length varint + bytes` field; `-1` means null when `nullable`, and any other
+    /// negative length fails with `negative`.
+    fn bytes_field(&mut self, nullable: bool, negative: &'static str) -> Result<(), &'static str> {
         let len = self.varint()?;
         if len == -1 && nullable {
             return Ok(());
         }
-        let len = usize::try_from(len).map_err(|_| "negative field length")?;
+        let len = usize::try_from(len).map_err(|_| negative)?;
         self.skip(len)
     }
 }
@@ -591,22 +606,16 @@ fn walk_record_body(body: &[u8], index: i32) -> Result<(), &'static str> {
     if r.varint()? != index {
         return Err("offsetDelta does not match the record's position in the batch");
     }
-    r.bytes_field(true)?; // key
-    r.bytes_field(true)?; // value
+    r.bytes_field(true, "key length below -1")?;
+    r.bytes_field(true, "value length below -1")?;
     let headers = r.varint()?;
     if headers < 0 {
         return Err("negative header count");
     }
     for _ in 0..headers {
         // Every header takes at least 2 bytes, so this loop ends quickly on short input.
-        r.bytes_field(false).map_err(|e| {
-            if e == "negative field length" {
-                "negative header key length"
-            } else {
-                e
-            }
-        })?;
-        r.bytes_field(true)?;
+        r.bytes_field(false, "negative header key length")?;
+        r.bytes_field(true, "header value length below -1")?;
     }
     if r.remaining() != 0 {
         return Err("record length exceeds the fields it contains");
@@ -654,7 +663,11 @@ pub fn try_stamp(
         return Err(BatchError::Truncated);
     }
     put(batch, BASE_OFFSET_POS, &base_offset.to_be_bytes());
-    put(batch, PARTITION_LEADER_EPOCH_POS, &partition_leader_epoch.to_be_bytes());
+    put(
+        batch,
+        PARTITION_LEADER_EPOCH_POS,
+        &partition_leader_epoch.to_be_bytes(),
+    );
     if let Some(ts) = log_append_time {
         let attributes = header.attributes | ATTR_LOG_APPEND_TIME;
         if attributes != header.attributes || header.max_timestamp != ts {
@@ -709,7 +722,8 @@ pub type BuildRecord<'a> = (
 /// # Panics
 /// If a key or value is longer than `i32::MAX` bytes or there are more than `i32::MAX` records.
 pub fn build_batch(records: &[KeyValue<'_>], base_timestamp: i64) -> BytesMut {
-    let with_headers: Vec<BuildRecord<'_>> = records.iter().map(|&(k, v)| (k, v, &[][..])).collect();
+    let with_headers: Vec<BuildRecord<'_>> =
+        records.iter().map(|&(k, v)| (k, v, &[][..])).collect();
     build_batch_with_headers(&with_headers, base_timestamp)
 }
 
@@ -801,7 +815,11 @@ mod tests {
             &[
                 (Some(b"k".as_slice()), Some(b"v".as_slice()), h1),
                 (None, None, &[]),
-                (Some(b"key3".as_slice()), Some(&[7u8; 300][..]), &[("", Some(b"".as_slice()))]),
+                (
+                    Some(b"key3".as_slice()),
+                    Some(&[7u8; 300][..]),
+                    &[("", Some(b"".as_slice()))],
+                ),
             ],
             42,
         )
@@ -877,9 +895,15 @@ mod tests {
         assert_eq!(h.last_offset(), 3);
         assert_eq!(h.next_offset(), 4);
         assert_eq!(h.compression(), 0);
-        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (-1, -1, -1));
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (-1, -1, -1)
+        );
         assert_eq!(h.partition_leader_epoch, -1);
-        assert_eq!((h.base_timestamp, h.max_timestamp), (1_700_000_000_000, 1_700_000_000_000));
+        assert_eq!(
+            (h.base_timestamp, h.max_timestamp),
+            (1_700_000_000_000, 1_700_000_000_000)
+        );
         assert!(!h.is_transactional() && !h.is_control() && !h.is_log_append_time());
         assert!(!h.has_delete_horizon() && !h.has_producer_id());
         assert_eq!(check_stored_batch(&b), Ok(h));
@@ -888,7 +912,12 @@ mod tests {
         let hb = sample_with_headers();
         assert_eq!(split_and_validate(&hb, MAX).unwrap().len(), 1);
         let one = build_batch(&[(None, None)], -1);
-        assert_eq!(split_and_validate(&one, MAX).unwrap()[0].header.records_count, 1);
+        assert_eq!(
+            split_and_validate(&one, MAX).unwrap()[0]
+                .header
+                .records_count,
+            1
+        );
     }
 
     #[test]
@@ -923,12 +952,18 @@ mod tests {
         assert_eq!(set.records.len(), 3);
         let r0 = &set.records[0];
         assert_eq!(r0.headers.len(), 2);
-        assert_eq!(r0.headers.get(&b"trace"[..]).cloned(), Some(Some(Bytes::from_static(b"abc"))));
+        assert_eq!(
+            r0.headers.get(&b"trace"[..]).cloned(),
+            Some(Some(Bytes::from_static(b"abc")))
+        );
         assert_eq!(r0.headers.get(&b"nullh"[..]).cloned(), Some(None));
         assert_eq!(set.records[1].key, None);
         assert_eq!(set.records[1].value, None);
         assert_eq!(set.records[2].value.as_deref(), Some(&[7u8; 300][..]));
-        assert_eq!(set.records[2].headers.get(&b""[..]).cloned(), Some(Some(Bytes::new())));
+        assert_eq!(
+            set.records[2].headers.get(&b""[..]).cloned(),
+            Some(Some(Bytes::new()))
+        );
         assert_eq!(set.records[2].offset, 2);
         assert_eq!(set.records[2].timestamp, 42);
     }
@@ -963,7 +998,10 @@ mod tests {
                     })
                     .collect();
                 let mut buf = BytesMut::new();
-                let options = RecordEncodeOptions { version: 2, compression };
+                let options = RecordEncodeOptions {
+                    version: 2,
+                    compression,
+                };
                 // The crate is built without kafka-protocol's codecs, so "compress" by reversing
                 // the records area: only the codec bits matter here, as compressed batches are
                 // not walked.
@@ -988,7 +1026,10 @@ mod tests {
                 let h = spans[0].header;
                 assert_eq!(h.compression(), compression as u8);
                 assert_eq!(h.records_count, 3);
-                assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (77, 3, 10));
+                assert_eq!(
+                    (h.producer_id, h.producer_epoch, h.base_sequence),
+                    (77, 3, 10)
+                );
                 assert_eq!(h.is_transactional(), transactional);
                 assert_eq!(h.max_timestamp, 1002);
             }
@@ -1008,11 +1049,17 @@ mod tests {
                 }
                 other => panic!("flip at {at}: {other:?}"),
             }
-            assert!(matches!(check_stored_batch(&b), Err(BatchError::CrcMismatch { .. })));
+            assert!(matches!(
+                check_stored_batch(&b),
+                Err(BatchError::CrcMismatch { .. })
+            ));
         }
         let mut b = good.clone();
         b[CRC_POS] ^= 0x80;
-        assert!(matches!(split_and_validate(&b, MAX), Err(BatchError::CrcMismatch { .. })));
+        assert!(matches!(
+            split_and_validate(&b, MAX),
+            Err(BatchError::CrcMismatch { .. })
+        ));
     }
 
     #[test]
@@ -1021,7 +1068,11 @@ mod tests {
         assert_eq!(split_and_validate(&[], MAX), Err(BatchError::Empty));
         for len in 1..b.len() {
             let r = split_and_validate(&b[..len], MAX);
-            assert_eq!(r.unwrap_err(), BatchError::Truncated, "prefix of {len} bytes");
+            assert_eq!(
+                r.unwrap_err(),
+                BatchError::Truncated,
+                "prefix of {len} bytes"
+            );
             assert_eq!(check_stored_batch(&b[..len]), Err(BatchError::Truncated));
         }
         assert_eq!(BatchHeader::parse(&b[..60]), Err(BatchError::Truncated));
@@ -1031,19 +1082,30 @@ mod tests {
     #[test]
     fn lying_records_count_is_rejected() {
         let good = sample(); // 4 records
-        // recordsCount disagrees with lastOffsetDelta.
+                             // recordsCount disagrees with lastOffsetDelta.
         let mut b = good.clone();
         set_i32(&mut b, RECORDS_COUNT_POS, 5);
         fix_crc(&mut b).unwrap();
-        assert_eq!(split_and_validate(&b, MAX), Err(BatchError::InvalidRecordCount));
+        assert_eq!(
+            split_and_validate(&b, MAX),
+            Err(BatchError::InvalidRecordCount)
+        );
         assert_eq!(BatchError::InvalidRecordCount.kafka_code(), 87);
         // Zero, negative, and an overflowing lastOffsetDelta.
-        for (count, lod) in [(0, -1), (-1, -2), (i32::MIN, i32::MAX), (i32::MIN, i32::MIN)] {
+        for (count, lod) in [
+            (0, -1),
+            (-1, -2),
+            (i32::MIN, i32::MAX),
+            (i32::MIN, i32::MIN),
+        ] {
             let mut b = good.clone();
             set_i32(&mut b, RECORDS_COUNT_POS, count);
             set_i32(&mut b, LAST_OFFSET_DELTA_POS, lod);
             fix_crc(&mut b).unwrap();
-            assert_eq!(split_and_validate(&b, MAX), Err(BatchError::InvalidRecordCount));
+            assert_eq!(
+                split_and_validate(&b, MAX),
+                Err(BatchError::InvalidRecordCount)
+            );
         }
         // Consistent header fields claiming more records than are present.
         for count in [5, 1000, i32::MAX] {
@@ -1077,7 +1139,10 @@ mod tests {
             b[BATCH_HEADER_BYTES] = v[0];
             fix_crc(&mut b).unwrap();
             let err = split_and_validate(&b, MAX).unwrap_err();
-            assert!(matches!(err, BatchError::InvalidRecord(_)), "length {fake}: {err:?}");
+            assert!(
+                matches!(err, BatchError::InvalidRecord(_)),
+                "length {fake}: {err:?}"
+            );
             assert_eq!(err.kafka_code(), 87);
         }
         // A 5-byte varint that overflows 32 bits.
@@ -1146,7 +1211,9 @@ mod tests {
                 b.put_u8(0);
             }),
             ("offset delta 1 for record 0", |b| simple_record_body(b, 1)),
-            ("offset delta -1 for record 0", |b| simple_record_body(b, -1)),
+            ("offset delta -1 for record 0", |b| {
+                simple_record_body(b, -1)
+            }),
             ("empty body", |_| {}),
             ("only attributes", |b| b.put_i8(0)),
             ("timestamp varlong overflow", |b| {
@@ -1163,7 +1230,10 @@ mod tests {
             let rec = raw_record(build);
             let b = raw_batch(&rec, 1);
             let err = split_and_validate(&b, MAX).unwrap_err();
-            assert!(matches!(err, BatchError::InvalidRecord(_)), "{name}: {err:?}");
+            assert!(
+                matches!(err, BatchError::InvalidRecord(_)),
+                "{name}: {err:?}"
+            );
             // Structure-only checks accept it: the CRC is right.
             assert!(check_stored_batch(&b).is_ok(), "{name}");
         }
@@ -1190,7 +1260,10 @@ mod tests {
             assert_eq!(err.kafka_code(), 2);
             assert_eq!(check_stored_batch(&b), Err(BatchError::InvalidLength));
             assert_eq!(scan_batches(&b).1, Some(BatchError::InvalidLength));
-            assert_eq!(try_stamp(&mut b, 1, 1, None), Err(BatchError::InvalidLength));
+            assert_eq!(
+                try_stamp(&mut b, 1, 1, None),
+                Err(BatchError::InvalidLength)
+            );
         }
         // Longer than the buffer.
         for len in [good.len() as i32 - 11, i32::MAX] {
@@ -1203,20 +1276,32 @@ mod tests {
         let empty = build_batch(&[], 0);
         assert_eq!(empty.len(), BATCH_HEADER_BYTES);
         assert!(check_stored_batch(&empty).is_ok());
-        assert_eq!(split_and_validate(&empty, MAX), Err(BatchError::InvalidRecordCount));
+        assert_eq!(
+            split_and_validate(&empty, MAX),
+            Err(BatchError::InvalidRecordCount)
+        );
     }
 
     #[test]
     fn too_large_is_rejected() {
         let b = sample();
         let err = split_and_validate(&b, b.len() - 1).unwrap_err();
-        assert_eq!(err, BatchError::TooLarge { size: b.len(), max: b.len() - 1 });
+        assert_eq!(
+            err,
+            BatchError::TooLarge {
+                size: b.len(),
+                max: b.len() - 1
+            }
+        );
         assert_eq!(err.kafka_code(), 10);
         assert!(split_and_validate(&b, b.len()).is_ok());
         // The size check comes before the CRC check.
         let mut corrupt = b.clone();
         corrupt[40] ^= 0xff;
-        assert!(matches!(split_and_validate(&corrupt, 10), Err(BatchError::TooLarge { .. })));
+        assert!(matches!(
+            split_and_validate(&corrupt, 10),
+            Err(BatchError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -1249,13 +1334,21 @@ mod tests {
 
         let b = with(&|b| set_i64(b, PRODUCER_ID_POS, 9));
         let err = split_and_validate(&b, MAX).unwrap_err();
-        assert_eq!(err, BatchError::InvalidSequence { producer_id: 9, base_sequence: -1 });
+        assert_eq!(
+            err,
+            BatchError::InvalidSequence {
+                producer_id: 9,
+                base_sequence: -1
+            }
+        );
         assert_eq!(err.kafka_code(), 87);
         let b = with(&|b| {
             set_i64(b, PRODUCER_ID_POS, 9);
             set_i32(b, BASE_SEQUENCE_POS, 0);
         });
-        assert!(split_and_validate(&b, MAX).unwrap()[0].header.has_producer_id());
+        assert!(split_and_validate(&b, MAX).unwrap()[0]
+            .header
+            .has_producer_id());
 
         // baseOffset is outside the CRC, so no fix-up is needed.
         let mut b = good.clone();
@@ -1275,7 +1368,10 @@ mod tests {
             set_i16(b, ATTRIBUTES_POS, 1);
             b[BATCH_HEADER_BYTES] = 0x7f;
         });
-        assert_eq!(split_and_validate(&b, MAX).unwrap()[0].header.compression(), 1);
+        assert_eq!(
+            split_and_validate(&b, MAX).unwrap()[0].header.compression(),
+            1
+        );
     }
 
     #[test]
@@ -1291,7 +1387,10 @@ mod tests {
         let mut legacy = vec![0u8; 34];
         legacy[8..12].copy_from_slice(&22i32.to_be_bytes());
         legacy[MAGIC_POS] = 0;
-        assert_eq!(split_and_validate(&legacy, MAX), Err(BatchError::UnsupportedMagic(0)));
+        assert_eq!(
+            split_and_validate(&legacy, MAX),
+            Err(BatchError::UnsupportedMagic(0))
+        );
     }
 
     #[test]
@@ -1313,7 +1412,10 @@ mod tests {
         let mut bad = buf.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(matches!(split_and_validate(&bad, MAX), Err(BatchError::CrcMismatch { .. })));
+        assert!(matches!(
+            split_and_validate(&bad, MAX),
+            Err(BatchError::CrcMismatch { .. })
+        ));
     }
 
     #[test]
@@ -1322,7 +1424,11 @@ mod tests {
         for garbage in [&[0u8][..], &[0xab; 5], &[0; 16], &[0; 17], &[0xff; 100]] {
             let mut b = good.clone();
             b.put_slice(garbage);
-            assert!(split_and_validate(&b, MAX).is_err(), "{} garbage bytes", garbage.len());
+            assert!(
+                split_and_validate(&b, MAX).is_err(),
+                "{} garbage bytes",
+                garbage.len()
+            );
         }
         let mut b = good.clone();
         b.put_slice(&good[..good.len() - 1]);
@@ -1362,7 +1468,10 @@ mod tests {
         assert_ne!(h.crc, BatchHeader::parse(&original).unwrap().crc);
         assert_eq!(&b[BATCH_HEADER_BYTES..], &original[BATCH_HEADER_BYTES..]);
         let set = RecordBatchDecoder::decode(&mut b.clone().freeze()).unwrap();
-        assert!(set.records.iter().all(|r| r.timestamp_type == TimestampType::LogAppend));
+        assert!(set
+            .records
+            .iter()
+            .all(|r| r.timestamp_type == TimestampType::LogAppend));
 
         // Re-stamping with the same time leaves the CRC as is; a new time changes it again.
         let crc = h.crc;
@@ -1385,7 +1494,10 @@ mod tests {
     fn try_stamp_rejects_short_input() {
         let b = sample();
         let mut short = b[..b.len() - 1].to_vec();
-        assert_eq!(try_stamp(&mut short, 1, 1, Some(1)), Err(BatchError::Truncated));
+        assert_eq!(
+            try_stamp(&mut short, 1, 1, Some(1)),
+            Err(BatchError::Truncated)
+        );
         assert_eq!(&short[..], &b[..b.len() - 1]);
         let mut tiny = vec![0u8; 10];
         assert_eq!(try_stamp(&mut tiny, 1, 1, None), Err(BatchError::Truncated));
@@ -1455,7 +1567,22 @@ mod tests {
 
     #[test]
     fn varint_round_trips() {
-        let ints = [0, 1, -1, 63, -64, 64, -65, 8191, -8192, 8192, i32::MAX, i32::MIN, 300, -300];
+        let ints = [
+            0,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            -65,
+            8191,
+            -8192,
+            8192,
+            i32::MAX,
+            i32::MIN,
+            300,
+            -300,
+        ];
         for v in ints {
             let mut b = BytesMut::new();
             put_varint(&mut b, v);
@@ -1465,7 +1592,16 @@ mod tests {
             b.put_u8(0xee); // trailing bytes are not consumed
             assert_eq!(read_varint(&b), Some((v, b.len() - 1)));
         }
-        let longs = [0, 1, -1, 1 << 40, -(1 << 40), i64::MAX, i64::MIN, 1_700_000_000_000];
+        let longs = [
+            0,
+            1,
+            -1,
+            1 << 40,
+            -(1 << 40),
+            i64::MAX,
+            i64::MIN,
+            1_700_000_000_000,
+        ];
         for v in longs {
             let mut b = BytesMut::new();
             put_varlong(&mut b, v);
@@ -1483,7 +1619,10 @@ mod tests {
         // Too long or overflowing.
         assert_eq!(read_varint(&[0x80; 6]), None);
         assert_eq!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0x10]), None);
-        assert_eq!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0x0f]), Some((i32::MIN, 5)));
+        assert_eq!(
+            read_varint(&[0xff, 0xff, 0xff, 0xff, 0x0f]),
+            Some((i32::MIN, 5))
+        );
         assert_eq!(read_varlong(&[0x80; 11]), None);
         let mut max = [0xffu8; 10];
         max[9] = 0x01;
@@ -1499,7 +1638,14 @@ mod tests {
         assert_eq!(BatchError::Empty.kafka_code(), 87);
         assert_eq!(BatchError::Truncated.kafka_code(), 2);
         assert_eq!(BatchError::InvalidLength.kafka_code(), 2);
-        assert_eq!(BatchError::CrcMismatch { stored: 1, computed: 2 }.kafka_code(), 2);
+        assert_eq!(
+            BatchError::CrcMismatch {
+                stored: 1,
+                computed: 2
+            }
+            .kafka_code(),
+            2
+        );
         assert_eq!(BatchError::TooLarge { size: 2, max: 1 }.kafka_code(), 10);
         assert_eq!(BatchError::UnsupportedMagic(1).kafka_code(), 43);
         assert_eq!(BatchError::UnknownCompression(5).kafka_code(), 76);
@@ -1508,8 +1654,15 @@ mod tests {
         assert_eq!(BatchError::ControlBatchFromClient.kafka_code(), 87);
         assert_eq!(BatchError::NonZeroBaseOffset(1).kafka_code(), 87);
         assert_eq!(BatchError::LogAppendTimeFromClient.kafka_code(), 32);
-        let msg = BatchError::CrcMismatch { stored: 0xdead, computed: 0xbeef }.to_string();
-        assert!(msg.contains("0x0000dead") && msg.contains("0x0000beef"), "{msg}");
+        let msg = BatchError::CrcMismatch {
+            stored: 0xdead,
+            computed: 0xbeef,
+        }
+        .to_string();
+        assert!(
+            msg.contains("0x0000dead") && msg.contains("0x0000beef"),
+            "{msg}"
+        );
     }
 
     /// xorshift64*: deterministic, dependency-free.
@@ -1535,7 +1688,12 @@ mod tests {
     fn fuzz_never_panics() {
         let mut two = sample();
         two.put_slice(&sample_with_headers());
-        let seeds = [sample(), sample_with_headers(), two, build_batch(&[(None, None)], 0)];
+        let seeds = [
+            sample(),
+            sample_with_headers(),
+            two,
+            build_batch(&[(None, None)], 0),
+        ];
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut accepted = 0;
         for iter in 0..40_000 {
@@ -1562,8 +1720,8 @@ mod tests {
                         // Overwrite an aligned-ish 4-byte window (lengths, counts) with an
                         // interesting value.
                         let at = rng.below(b.len() - 3);
-                        let v = [0, -1, 1, 48, 49, i32::MAX, i32::MIN, rng.next() as i32]
-                            [rng.below(8)];
+                        let v =
+                            [0, -1, 1, 48, 49, i32::MAX, i32::MIN, rng.next() as i32][rng.below(8)];
                         b[at..at + 4].copy_from_slice(&v.to_be_bytes());
                     }
                     _ if b.len() > BATCH_HEADER_BYTES => {
@@ -1577,7 +1735,11 @@ mod tests {
             if rng.below(2) == 0 {
                 let _ = fix_crc(&mut b);
             }
-            let max = if rng.below(8) == 0 { rng.below(200) } else { MAX };
+            let max = if rng.below(8) == 0 {
+                rng.below(200)
+            } else {
+                MAX
+            };
             if let Ok(spans) = split_and_validate(&b, max) {
                 accepted += 1;
                 let mut expected_start = 0;

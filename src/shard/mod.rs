@@ -534,7 +534,6 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::OffsetOutOfRange { .. } => ec::OFFSET_OUT_OF_RANGE,
         LogError::Io(_) => ec::KAFKA_STORAGE_ERROR,
         LogError::Closed => ec::NOT_LEADER_OR_FOLLOWER,
-        _ => ec::UNKNOWN_SERVER_ERROR,
     }
 }
 

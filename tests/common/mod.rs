@@ -200,6 +200,7 @@ impl Broker {
         for s in &self.sets {
             cmd.arg("--set").arg(s);
         }
+        cmd.env("NO_COLOR", "1");
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
