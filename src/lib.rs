@@ -1,6 +1,65 @@
 //! # corestream
 //!
-//! (architecture overview: written below as the modules land)
+//! A broker that speaks the Apache Kafka wire protocol, built thread-per-core
+//! on io_uring (glommio). Read this page first: it names each module and what
+//! it owns.
+//!
+//! ## Shape of the running broker
+//!
+//! `corestream serve` starts one glommio executor per selected CPU, pinned to
+//! it. Each executor runs a **shard** ([`shard::Shard`]) that owns:
+//! - its own io_uring reactor, its own listener on the broker address
+//!   (SO_REUSEPORT: the kernel spreads connections across cores) and the
+//!   connections it accepted ([`net`]);
+//! - the partitions assigned to it by the **shard table** inside the metadata
+//!   image ([`shard::table`]), each a [`storage::log::PartitionLog`] whose
+//!   segment files it writes with DMA (O_DIRECT, aligned buffers);
+//! - a read-only copy of the metadata image, replaced whole when topics change.
+//!
+//! Nothing is shared between cores but bounded glommio channels (the mesh). A
+//! request is decoded on the core that holds the connection
+//! ([`handlers`]); the parts naming partitions owned by other cores travel as
+//! [`shard::Op`]s to their owners and come back as [`shard::Reply`]s. No locks
+//! or shared mutable state on the produce/fetch path.
+//!
+//! Changes to the metadata image (creating or deleting topics, adding
+//! partitions, altering configs) run on shard 0, the controller shard: it
+//! persists the new image (`<data-dir>/metadata.json`) and applies it on every
+//! shard before the admin request is answered, so every connection sees the
+//! same topics. A future replicated controller will feed the same image.
+//!
+//! ## Request flow
+//!
+//! A connection has a reader task and a writer task. The reader takes frames
+//! off the socket ([`protocol::frame`]), starts each request's handler and
+//! queues its response future; the writer awaits those futures in order. So
+//! requests run concurrently while responses keep request order, and the bytes
+//! of unanswered requests are bounded per connection and per core
+//! (backpressure: past the bound the reader stops reading). A produce request
+//! validates its batches ([`protocol::batch`]) on the connection's core and
+//! dispatches them to their owners *before* the next request is read, so a
+//! producer's pipelined batches land in order.
+//!
+//! ## Storage
+//!
+//! One directory per partition (`<topic>-<partition>`) of Kafka-format segment
+//! files with sparse offset and time indexes ([`storage::index`]). Appends get
+//! their offset synchronously and are written by a per-partition flusher with
+//! group commit; acks=all waits for `fdatasync`. Recently written batches stay
+//! in memory for tailing consumers; older ones are read with DMA reads. After a
+//! crash, recovery checks every batch's length, CRC and offset continuity from
+//! the last trusted point and truncates a torn tail; see [`storage::log`].
+//!
+//! ## Modules
+//! - [`config`]: broker and topic settings under Kafka's names.
+//! - [`limits`]: every bound, with compile-time checks of their relations.
+//! - [`protocol`]: framing, record batch validation, Kafka error codes. No I/O.
+//! - [`handlers`]: one file per API family; [`handlers::api_versions`] lists what is served.
+//! - [`net`]: listener, connections, ordered responses, backpressure.
+//! - [`shard`]: per-core state, the cross-core mesh, admin changes, the shard table.
+//! - [`storage`]: partition logs, segments, indexes, recovery, retention.
+//! - [`cli`]: `serve` and the client commands (`topic`, `produce`, `consume`) built on librdkafka.
+//! - [`util`]: a millisecond clock and a core-local notification primitive.
 
 pub mod cli;
 pub mod config;

@@ -163,7 +163,11 @@ fn produce_and_kill(broker: &mut Broker, topic: &str, cycle: u32, kill_after: us
     while let Ok((idx, res)) = rx.try_recv() {
         acks_this_cycle += record(idx, res, &mut pending, ledger);
     }
-    eprintln!("cycle {cycle}: sent {seq}, acknowledged {acks_this_cycle}, unacknowledged {}", pending.len());
+    let failed = seq as usize - acks_this_cycle - pending.len();
+    eprintln!("cycle {cycle}: sent {seq}, acknowledged {acks_this_cycle}, failed by the kill {failed}, no report {}", pending.len());
+    if failed + pending.len() == 0 {
+        eprintln!("cycle {cycle}: note: every in-flight record was acknowledged before the kill");
+    }
 }
 
 /// Three SIGKILL/restart cycles under acks=all load.

@@ -81,4 +81,4 @@ log "cargo test"
 # harness such as criterion's would reject.)
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-2}
 # shellcheck disable=SC2086
-cargo test --all-targets ${CARGO_TEST_ARGS:-}
+cargo test --all-targets --no-fail-fast ${CARGO_TEST_ARGS:-}

@@ -368,6 +368,10 @@ fn log_level_from_number(v: &str) -> Result<RDKafkaLogLevel> {
 /// delivery reports.
 #[derive(Default)]
 struct CliContext {
+    /// Print librdkafka's log lines to stderr (the user asked for them with
+    /// `-X debug=...` or `-X log_level=N`); otherwise they go to `tracing`
+    /// at debug level.
+    verbose: bool,
     last_error: Mutex<Option<String>>,
     delivered: AtomicU64,
     failed: AtomicU64,
@@ -382,7 +386,11 @@ impl CliContext {
 
 impl ClientContext for CliContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        tracing::debug!(target: "librdkafka", ?level, "{fac} {log_message}");
+        if self.verbose {
+            eprintln!("librdkafka {level:?} {fac}: {log_message}");
+        } else {
+            tracing::debug!(target: "librdkafka", ?level, "{fac} {log_message}");
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -449,19 +457,32 @@ impl Connection {
         Ok(cfg)
     }
 
+    /// A fresh client context for one librdkafka handle.
+    fn context(&self) -> CliContext {
+        let verbose = self.props.iter().any(|p| {
+            parse_key_value(p)
+                .map(|(k, v)| (k == "debug" && !v.trim().is_empty()) || k == "log_level")
+                .unwrap_or(false)
+        });
+        CliContext {
+            verbose,
+            ..CliContext::default()
+        }
+    }
+
     /// A producer-type handle used only for metadata and watermark queries.
     /// (A producer, rather than a consumer, because it reports global errors
     /// with their reason text; auto-creation of topics is disabled so that
     /// describing a topic never creates it.)
     fn meta_client(&self) -> Result<MetaClient> {
         let cfg = self.client_config(&[("allow.auto.create.topics", "false")])?;
-        cfg.create_with_context(CliContext::default())
+        cfg.create_with_context(self.context())
             .map_err(|e| anyhow!("cannot create Kafka client: {e}"))
     }
 
     fn admin_client(&self) -> Result<AdminClient<CliContext>> {
         let cfg = self.client_config(&[])?;
-        cfg.create_with_context(CliContext::default())
+        cfg.create_with_context(self.context())
             .map_err(|e| anyhow!("cannot create Kafka admin client: {e}"))
     }
 }
@@ -866,7 +887,7 @@ fn produce_from(args: &ProduceArgs, input: &mut dyn BufRead) -> Result<u64> {
         ("compression.type", args.compression.as_config()),
     ])?;
     let producer: BaseProducer<CliContext> = cfg
-        .create_with_context(CliContext::default())
+        .create_with_context(conn.context())
         .map_err(|e| anyhow!("cannot create Kafka producer: {e}"))?;
 
     // Fail fast (and clearly) on an unreachable cluster, a missing topic or a
@@ -1060,7 +1081,7 @@ fn consume_to(args: &ConsumeArgs, out: &mut dyn Write) -> Result<u64> {
         ("auto.offset.reset", "earliest"),
     ])?;
     let consumer: BaseConsumer<CliContext> = cfg
-        .create_with_context(CliContext::default())
+        .create_with_context(conn.context())
         .map_err(|e| anyhow!("cannot create Kafka consumer: {e}"))?;
     consumer
         .assign(&tpl)
@@ -1502,6 +1523,24 @@ mod tests {
         assert!(
             format!("{e:#}").contains("partition 9 does not exist"),
             "{e:#}"
+        );
+
+        // A broker without consumer-group support (no FindCoordinator, as in
+        // corestream) must not stall the group-less consumer or its close.
+        mock.apiversion(rdkafka::types::RDKafkaApiKey::FindCoordinator, None, None)
+            .unwrap();
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let got = consume_to(
+            &consume_args(StartFrom::Beginning, Some(3), 10_000),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(got, 3);
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            start.elapsed()
         );
 
         // Bad -X property.

@@ -5,10 +5,9 @@
 //! asked to watch its partitions; the first core whose partitions get data
 //! (or the deadline) ends the wait, and all partitions are read again.
 //!
-//! Fetch sessions (KIP-227): the broker declines to create sessions by
-//! answering session id 0, which clients treat as "send full fetches"; a
-//! request naming a session id gets FETCH_SESSION_ID_NOT_FOUND so the client
-//! starts over with a full fetch.
+//! Fetch sessions (KIP-227, see [`super::fetch_session`]): a full fetch with
+//! epoch 0 opens a session; incremental fetches then name only what changed
+//! and get back only partitions with news.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -19,7 +18,9 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
 
+use super::fetch_session::{Plan, RequestedPartition};
 use super::{decode, respond, HandlerError};
+use kafka_protocol::protocol::StrBytes;
 use crate::limits::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MS_MAX};
 use crate::protocol::errors as ec;
 use crate::protocol::frame::Request;
@@ -86,34 +87,68 @@ async fn watch_all(shard: &Rc<Shard>, wanted: &[Wanted], wait: Duration) {
 
 pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Bytes>, HandlerError> {
     let f: FetchRequest = decode(&req, ApiKey::Fetch)?;
-    if req.api_version >= 7 && f.session_id != 0 {
-        let body = FetchResponse::default().with_error_code(ec::FETCH_SESSION_ID_NOT_FOUND).with_session_id(0);
-        return respond(&req, ApiKey::Fetch, &body);
-    }
+    let requested: Vec<RequestedPartition> = f
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| RequestedPartition {
+                topic: t.topic.0.to_string(),
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+            })
+        })
+        .collect();
+    let plan = if req.api_version >= 7 {
+        let forgotten: Vec<(String, i32)> = f
+            .forgotten_topics_data
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.0.to_string(), p)))
+            .collect();
+        shard.fetch_sessions.borrow_mut().begin(shard.id, f.session_id, f.session_epoch, &requested, &forgotten)
+    } else {
+        Plan::Sessionless
+    };
+    let (session_id, incremental, partitions) = match plan {
+        Plan::Error(code) => {
+            let body = FetchResponse::default().with_error_code(code).with_session_id(0);
+            return respond(&req, ApiKey::Fetch, &body);
+        }
+        Plan::Sessionless => (0, false, requested),
+        Plan::Full { id } => (id, false, requested),
+        Plan::Incremental { id } => {
+            let parts = shard.fetch_sessions.borrow().partitions(id);
+            let parts = parts
+                .into_iter()
+                .map(|p| RequestedPartition { topic: p.topic, partition: p.partition, fetch_offset: p.fetch_offset, max_bytes: p.max_bytes })
+                .collect();
+            (id, true, parts)
+        }
+    };
     let image = shard.image();
     let max_bytes = if req.api_version >= 3 { f.max_bytes.max(0) as usize } else { usize::MAX }.min(FETCH_RESPONSE_BYTES_MAX);
     let min_bytes = f.min_bytes.max(0) as usize;
     let wait = Duration::from_millis(f.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX as i32) as u64);
     let deadline = Instant::now() + wait;
-    let mut wanted = Vec::new();
-    for t in &f.topics {
-        let tm = image.topics.get(t.topic.0.as_str());
-        for p in &t.partitions {
+    let wanted: Vec<Wanted> = partitions
+        .into_iter()
+        .map(|p| {
+            let tm = image.topics.get(&p.topic);
             let target = match tm.and_then(|tm| usize::try_from(p.partition).ok().and_then(|i| tm.partitions.get(i))) {
                 None => Err(ec::UNKNOWN_TOPIC_OR_PARTITION),
                 Some(pm) => Ok((
                     pm.owner,
                     FetchPart {
-                        topic: t.topic.0.to_string(),
+                        topic: p.topic.clone(),
                         partition: p.partition,
                         offset: p.fetch_offset,
-                        max_bytes: (p.partition_max_bytes.max(0) as usize).min(max_bytes),
+                        max_bytes: (p.max_bytes.max(0) as usize).min(max_bytes),
                     },
                 )),
             };
-            wanted.push(Wanted { topic: t.topic.clone(), partition: p.partition, target });
-        }
-    }
+            Wanted { topic: TopicName(StrBytes::from_string(p.topic)), partition: p.partition, target }
+        })
+        .collect();
     let mut results = read_all(shard, &wanted).await;
     loop {
         let total: usize = results.iter().map(|r| r.records.len()).sum();
@@ -138,6 +173,20 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Byt
         } else {
             bytes::Bytes::new()
         };
+        if session_id != 0 {
+            let include = shard.fetch_sessions.borrow_mut().note_sent(
+                session_id,
+                w.topic.0.as_str(),
+                w.partition,
+                !records.is_empty(),
+                r.error,
+                r.high_watermark,
+                r.log_start_offset,
+            );
+            if incremental && !include {
+                continue;
+            }
+        }
         let pd = PartitionData::default()
             .with_partition_index(w.partition)
             .with_error_code(r.error)
@@ -150,6 +199,6 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Byt
             _ => topics.push(FetchableTopicResponse::default().with_topic(w.topic).with_partitions(vec![pd])),
         }
     }
-    let body = FetchResponse::default().with_error_code(ec::NONE).with_session_id(0).with_responses(topics);
+    let body = FetchResponse::default().with_error_code(ec::NONE).with_session_id(session_id).with_responses(topics);
     respond(&req, ApiKey::Fetch, &body)
 }

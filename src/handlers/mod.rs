@@ -10,6 +10,7 @@ pub mod admin;
 pub mod api_versions;
 pub mod configs;
 pub mod fetch;
+pub mod fetch_session;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;

@@ -130,6 +130,7 @@ pub struct Shard {
     pub inflight_bytes: Rc<Semaphore>,
     pub inflight_requests: Cell<usize>,
     pub shutting_down: Cell<bool>,
+    pub fetch_sessions: RefCell<crate::handlers::fetch_session::FetchSessions>,
     meta_path: PathBuf,
 }
 
@@ -165,6 +166,7 @@ impl Shard {
             inflight_bytes: Rc::new(Semaphore::new(crate::limits::CORE_INFLIGHT_BYTES_MAX as u64)),
             inflight_requests: Cell::new(0),
             shutting_down: Cell::new(false),
+            fetch_sessions: RefCell::new(Default::default()),
             meta_path,
         });
         shard.apply_image(image).await;

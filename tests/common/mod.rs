@@ -86,6 +86,7 @@ pub struct Broker {
     data_dir: PathBuf,
     log_path: PathBuf,
     starts: u32,
+    log_shown: std::cell::Cell<bool>,
     // Kept last so it is removed after the child is dead.
     _tmp: tempfile::TempDir,
 }
@@ -118,6 +119,7 @@ impl Broker {
             data_dir,
             log_path,
             starts: 0,
+            log_shown: std::cell::Cell::new(false),
             _tmp: tmp,
         };
         b.spawn();
@@ -357,6 +359,7 @@ impl Broker {
 
     /// The last ~64 KiB of the log, for failure messages.
     pub fn log_tail(&self) -> String {
+        self.log_shown.set(true);
         let s = self.log();
         let max = 64 * 1024;
         let tail = if s.len() > max {
@@ -375,7 +378,7 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill_quiet();
-        if std::thread::panicking() {
+        if std::thread::panicking() && !self.log_shown.get() {
             eprintln!("{}", self.log_tail());
         }
     }
