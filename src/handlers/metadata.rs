@@ -14,6 +14,11 @@ use crate::protocol::frame::Request;
 use crate::shard::table::{valid_topic_name, TopicMeta};
 use crate::shard::{AdminOp, NewTopic, Shard};
 
+/// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS (Kafka's AclOperation codes as bits).
+const TOPIC_OPERATIONS_ALL: i32 = (0b11_1111 << 3) | (1 << 10) | (1 << 11);
+/// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
+const CLUSTER_OPERATIONS_ALL: i32 = (1 << 5) | (0b11_1111 << 7);
+
 /// Creates the topics in `names` that do not exist, if auto-creation is on.
 /// Returns the names that could not be created and why.
 pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> Vec<(String, i16)> {
@@ -110,6 +115,21 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Byt
             })
             .collect(),
     };
+    // With no authorizer every operation is allowed; Kafka then reports these bitfields
+    // (clients such as kafka-python's admin decode them, and reject Kafka's "not asked" value there).
+    let topics = if req.api_version >= 8 && m.include_topic_authorized_operations {
+        topics
+            .into_iter()
+            .map(|t| if t.error_code == ec::NONE { t.with_topic_authorized_operations(TOPIC_OPERATIONS_ALL) } else { t })
+            .collect()
+    } else {
+        topics
+    };
+    let cluster_ops = if (8..=10).contains(&req.api_version) && m.include_cluster_authorized_operations {
+        CLUSTER_OPERATIONS_ALL
+    } else {
+        i32::MIN
+    };
     let adv = shard.config.advertise;
     let body = MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
@@ -118,6 +138,7 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Byt
             .with_port(adv.port() as i32)])
         .with_cluster_id((req.api_version >= 2).then(|| str_bytes(&image.cluster_id)))
         .with_controller_id(BrokerId(if req.api_version >= 1 { node_id } else { -1 }))
-        .with_topics(topics);
+        .with_topics(topics)
+        .with_cluster_authorized_operations(cluster_ops);
     respond(&req, ApiKey::Metadata, &body)
 }

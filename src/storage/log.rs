@@ -285,6 +285,9 @@ impl PartitionLog {
             let short = seg.1;
             segments.insert(base, seg.0);
             if short && !is_last {
+                // It is the last segment now: load it again as the active one (open for
+                // appends, with its partial tail block), no longer as a finalized one.
+                segments.insert(base, load_segment(&dir, base, None, true, false, &cfg).await?.0);
                 truncated_at = Some(i);
                 break;
             }
@@ -314,6 +317,11 @@ impl PartitionLog {
         let first_base = *segments.keys().next().expect("non-empty");
         let log_end = segments.values().next_back().map(|s| s.next_offset).expect("non-empty");
         let log_start = checkpoint_start.unwrap_or(first_base).clamp(first_base, log_end);
+        if checkpoint_start.is_some_and(|c| c > log_start) {
+            // Recovery lost the offsets up to the checkpointed start: the start that holds now
+            // must be the one found after the next crash too, or it would hide new batches.
+            write_small_file(dir.join(LOG_START_FILE), format!("{log_start}\n").into_bytes()).await?;
+        }
         let (mut max_ts, mut max_ts_off) = (-1, first_base);
         for s in segments.values() {
             if s.max_timestamp > max_ts {
@@ -437,7 +445,7 @@ impl PartitionLog {
     pub async fn wait_durable(self: &Rc<Self>, end: i64) -> Result<(), LogError> {
         loop {
             let listener = self.progress.listen();
-            {
+            let start = {
                 let mut st = self.st.borrow_mut();
                 if let Some(e) = &st.failed {
                     return Err(e.clone());
@@ -446,11 +454,14 @@ impl PartitionLog {
                     return Ok(());
                 }
                 st.sync_wanted = st.sync_wanted.max(end);
-                if !st.flusher_running {
-                    st.flusher_running = true;
-                    let me = self.clone();
-                    glommio::spawn_local(async move { me.flusher().await }).detach();
-                }
+                let start = !st.flusher_running;
+                st.flusher_running = true;
+                start
+            };
+            // Outside the borrow: glommio's spawn_local polls the new task right away.
+            if start {
+                let me = self.clone();
+                glommio::spawn_local(async move { me.flusher().await }).detach();
             }
             listener.await;
         }
@@ -562,7 +573,7 @@ impl PartitionLog {
 
     async fn sync_if_wanted(self: &Rc<Self>, cfg: &LogConfig, wrote: bool) -> Result<bool, LogError> {
         let (file, target) = {
-            let mut st = self.st.borrow_mut();
+            let st = self.st.borrow();
             let policy = st.unsynced_messages >= cfg.flush_messages
                 || (cfg.flush_ms != i64::MAX && now_ms() - st.last_sync_ms >= cfg.flush_ms);
             let wanted = st.sync_wanted > st.durable_offset;
@@ -570,11 +581,16 @@ impl PartitionLog {
                 return Ok(wrote);
             }
             let target = st.written_offset;
-            let active = st.active();
-            (active.file.clone(), target)
+            // Sync the segment last written to, which holds every unsynced byte (a rolled
+            // segment is finalized before the next one is written). That is not the active
+            // segment while a rolled segment's last batches are being written.
+            let last_written = st.segments.range(..target).next_back().map(|(_, s)| s);
+            (last_written.and_then(|s| s.file.clone()), target)
         };
         if let Some(file) = file {
             file.fdatasync().await.map_err(|e| io_err("fdatasync", e))?;
+            #[cfg(test)]
+            tests::trace_io("sync", &file);
         }
         let mut st = self.st.borrow_mut();
         st.durable_offset = st.durable_offset.max(target);
@@ -588,13 +604,7 @@ impl PartitionLog {
 
     async fn open_segment_file(&self, base: i64) -> Result<Rc<DmaFile>, LogError> {
         let path = segment_file(&self.dir, base, "log");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .dma_open(&path)
-            .await
-            .map_err(|e| io_err(&format!("opening {}", path.display()), e))?;
+        let file = dma_open_segment(&path, true).await?;
         Ok(Rc::new(file))
     }
 
@@ -642,6 +652,8 @@ impl PartitionLog {
         let new_tail_len = (pos + data_len as u64) % DMA_ALIGNMENT_BYTES;
         let new_tail = buf.as_bytes()[data_len - new_tail_len as usize..data_len].to_vec();
         let n = file.write_at(buf, pos).await.map_err(|e| io_err("writing segment", e))?;
+        #[cfg(test)]
+        tests::trace_io("write", &file);
         if n < buf_len {
             return Err(LogError::Io(format!("short write: {n} of {buf_len} bytes")));
         }
@@ -667,6 +679,8 @@ impl PartitionLog {
         };
         if let Some(file) = file {
             file.fdatasync().await.map_err(|e| io_err("fdatasync", e))?;
+            #[cfg(test)]
+            tests::trace_io("sync", &file);
             file.truncate(size).await.map_err(|e| io_err("trimming segment", e))?;
         }
         write_small_file(segment_file(&self.dir, base, "index"), index).await?;
@@ -778,6 +792,9 @@ impl PartitionLog {
     /// Applies `retention.ms` and `retention.bytes` to closed segments.
     pub async fn apply_retention(&self, now: i64) -> Result<i64, LogError> {
         let cfg = self.cfg.borrow().clone();
+        // Segments wholly below the log start go first, so that `retention.bytes` counts
+        // only what is left (as Kafka does): they are dropped without being counted below.
+        self.drop_segments(|_, _| false).await?;
         let total: u64 = self.size_bytes();
         let mut excess: i64 = if cfg.retention_bytes >= 0 { total as i64 - cfg.retention_bytes } else { 0 };
         self.drop_segments(move |seg, _| {
@@ -870,6 +887,8 @@ impl PartitionLog {
         if let Some(file) = file {
             file.truncate(size).await.map_err(|e| io_err("trimming segment", e))?;
             file.fdatasync().await.map_err(|e| io_err("fdatasync", e))?;
+            #[cfg(test)]
+            tests::trace_io("sync", &file);
         }
         write_small_file(segment_file(&self.dir, base, "index"), index).await?;
         write_small_file(segment_file(&self.dir, base, "timeindex"), time_index).await?;
@@ -1012,6 +1031,38 @@ fn first_record_at_or_after(batch_bytes: &[u8], h: &BatchHeader, timestamp: i64)
     found.unwrap_or((h.base_offset, h.max_timestamp))
 }
 
+/// Opens a segment file for DMA, creating it if `create`.
+///
+/// glommio 0.9 decides once per thread and device whether the device takes polled
+/// (IOPOLL) reads, by reading the first block of the first file opened with
+/// O_DIRECT. On an empty file that read succeeds at EOF even where polled reads
+/// fail, and every later read on the thread then fails with EOPNOTSUPP. So glommio
+/// never gets an empty file: it is given one written block of zeros, taken off once open.
+async fn dma_open_segment(path: &Path, create: bool) -> Result<DmaFile, LogError> {
+    let opening = |e: std::io::Error| io_err(&format!("opening {}", path.display()), e);
+    let empty = match std::fs::metadata(path) {
+        Ok(m) => m.len() == 0,
+        Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(opening(e)),
+    };
+    if empty {
+        // Written, not a hole: reading a hole issues no device I/O and proves nothing.
+        let f = std::fs::OpenOptions::new().write(true).create(create).truncate(false).open(path).map_err(opening)?;
+        std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; DMA_ALIGNMENT_BYTES as usize], 0).map_err(opening)?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .dma_open(path)
+        .await
+        .map_err(|e| io_err(&format!("opening {}", path.display()), e))?;
+    if empty {
+        file.truncate(0).await.map_err(|e| io_err("emptying a new segment file", e))?;
+    }
+    Ok(file)
+}
+
 /// Loads one segment. Returns it and whether it was found shorter than its file (torn).
 async fn load_segment(
     dir: &Path,
@@ -1022,12 +1073,7 @@ async fn load_segment(
     cfg: &LogConfig,
 ) -> Result<(Segment, bool), LogError> {
     let path = segment_file(dir, base, "log");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .dma_open(&path)
-        .await
-        .map_err(|e| io_err(&format!("opening {}", path.display()), e))?;
+    let file = dma_open_segment(&path, false).await?;
     let file_size = file.file_size().await.map_err(|e| io_err("stat segment", e))?;
     let mut seg = Segment::new(base);
     seg.closed = !is_last;
@@ -1062,6 +1108,11 @@ async fn load_segment(
             };
             seg.index = start_index;
             seg.time_index = start_time_index;
+            // Batches before `start_pos` are not scanned: their max timestamp is the index's.
+            if let Some((ts, rel)) = seg.time_index_last() {
+                seg.max_timestamp = ts;
+                seg.offset_of_max_timestamp = base + rel as i64;
+            }
             let scanned = scan_segment(&file, base, start_pos, file_size, &mut seg, cfg).await?;
             if scanned < file_size {
                 if !trusted || scanned + DMA_ALIGNMENT_BYTES <= file_size || !is_last {
@@ -1176,4 +1227,1481 @@ fn for_each_record_timestamp(batch_bytes: &[u8], h: &BatchHeader, mut f: impl Fn
         at = body_start + body.len();
     }
     Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Unit tests of the partition log against a real directory (O_DIRECT on the
+    //! temp dir's filesystem) inside a glommio executor, checked against a model:
+    //! the list of batches appended, as the log must store them (stamped).
+
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::FileExt;
+    use std::time::Duration;
+
+    // ------------------------------------------------------------------------------------
+    // Harness
+    // ------------------------------------------------------------------------------------
+
+    thread_local! {
+        /// Segment writes and fdatasyncs of this thread, in order: ("write" | "sync", fd).
+        static IO_TRACE: RefCell<Vec<(&'static str, i32)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Probe called by the log's write and sync paths (test builds only).
+    pub(super) fn trace_io(what: &'static str, file: &DmaFile) {
+        use std::os::fd::AsRawFd;
+        IO_TRACE.with(|t| t.borrow_mut().push((what, file.as_raw_fd())));
+    }
+
+    /// Runs `f` on a fresh executor. The io_uring buffer pool is kept small: RLIMIT_MEMLOCK
+    /// is low here and tests run in parallel; larger DMA buffers come from the heap.
+    fn run<F: std::future::Future<Output = ()>>(f: F) {
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(512 * 1024)
+            .make()
+            .expect("creating a glommio executor (io_uring, RLIMIT_MEMLOCK)")
+            .run(f)
+    }
+
+    /// splitmix64: small, seedable, good enough for test data and op choice.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+        /// Uniform in `lo..=hi`.
+        fn range(&mut self, lo: i64, hi: i64) -> i64 {
+            lo + self.below((hi - lo + 1) as u64) as i64
+        }
+        fn percent(&mut self, p: u64) -> bool {
+            self.below(100) < p
+        }
+        fn bytes(&mut self, n: usize) -> Vec<u8> {
+            let mut out = Vec::with_capacity(n + 8);
+            while out.len() < n {
+                out.extend_from_slice(&self.next().to_le_bytes());
+            }
+            out.truncate(n);
+            out
+        }
+    }
+
+    /// A batch of `records` records with `value_bytes`-long values derived from `seed`.
+    fn make_batch(seed: u64, records: usize, value_bytes: usize, ts: i64) -> BytesMut {
+        let mut rng = Rng(seed);
+        let keys: Vec<Vec<u8>> = (0..records).map(|i| format!("key-{seed}-{i}").into_bytes()).collect();
+        let values: Vec<Vec<u8>> = (0..records).map(|_| rng.bytes(value_bytes)).collect();
+        let kv: Vec<batch::KeyValue<'_>> =
+            keys.iter().zip(&values).map(|(k, v)| (Some(&k[..]), Some(&v[..]))).collect();
+        batch::build_batch(&kv, ts)
+    }
+
+    fn cfg(segment_bytes: u64) -> LogConfig {
+        LogConfig::with_segment_bytes(segment_bytes)
+    }
+
+    struct Stored {
+        base: i64,
+        last: i64,
+        bytes: Bytes,
+    }
+
+    /// What the log must hold: every batch appended (stamped as the log stamps it), the log
+    /// start offset, and the end below which the log promised durability.
+    #[derive(Default)]
+    struct Model {
+        batches: Vec<Stored>,
+        log_start: i64,
+        durable_end: i64,
+    }
+
+    impl Model {
+        fn end(&self) -> i64 {
+            self.batches.last().map_or(0, |b| b.last + 1)
+        }
+
+        /// Records an append of `original` that the log answered with `info`.
+        fn push(&mut self, original: &BytesMut, info: &AppendInfo, epoch: i32) {
+            assert_eq!(info.base_offset, self.end(), "append must take the next offset");
+            let mut b = original.clone();
+            batch::stamp(&mut b, info.base_offset, epoch, None);
+            let h = BatchHeader::parse(&b).expect("header");
+            assert_eq!(info.last_offset, h.last_offset(), "last offset of the append");
+            self.batches.push(Stored { base: h.base_offset, last: h.last_offset(), bytes: b.freeze() });
+        }
+
+        /// Index of the batch holding `offset`.
+        fn index_of(&self, offset: i64) -> usize {
+            self.batches.partition_point(|b| b.last < offset)
+        }
+
+        /// Keeps only the batches ending below `end`.
+        fn truncate(&mut self, end: i64) {
+            let keep = self.batches.partition_point(|b| b.last < end);
+            assert!(keep == self.batches.len() || self.batches[keep].base == end, "cut inside a batch");
+            self.batches.truncate(keep);
+            self.log_start = self.log_start.min(self.end());
+            self.durable_end = self.durable_end.min(self.end());
+        }
+
+        /// Bytes of the batches whose base lies in `[from, to)`.
+        fn bytes_between(&self, from: i64, to: i64) -> u64 {
+            self.batches.iter().filter(|b| b.base >= from && b.base < to).map(|b| b.bytes.len() as u64).sum()
+        }
+    }
+
+    fn split_batches(mut b: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let h = BatchHeader::parse(b).expect("a read returned a torn header");
+            let n = h.total_bytes();
+            assert!(n <= b.len(), "a read returned a torn batch");
+            out.push(&b[..n]);
+            b = &b[n..];
+        }
+        out
+    }
+
+    /// Reads at `offset` and checks the answer against the model: out-of-range errors,
+    /// the offsets reported, whole batches starting with the one holding `offset`, bytes
+    /// identical to what was appended, `max_bytes` respected (beyond the first batch) and
+    /// not cut short for no reason. Returns the offset after the last batch returned.
+    async fn check_read(log: &PartitionLog, m: &Model, offset: i64, max_bytes: usize, ctx: &str) -> i64 {
+        let end = m.end();
+        let written_before = log.st.borrow().written_offset;
+        let r = log.read(offset, max_bytes).await;
+        if offset < m.log_start || offset > end {
+            match r {
+                Err(LogError::OffsetOutOfRange { offset: o, start, end: e }) => {
+                    assert_eq!((o, start, e), (offset, m.log_start, end), "{ctx}: out-of-range error fields")
+                }
+                other => panic!("{ctx}: read({offset}) outside [{}, {end}] gave {other:?}", m.log_start),
+            }
+            return offset;
+        }
+        let r = r.unwrap_or_else(|e| panic!("{ctx}: read({offset}, {max_bytes}) failed: {e}"));
+        assert_eq!(
+            (r.log_start_offset, r.high_watermark, r.log_end_offset),
+            (m.log_start, end, end),
+            "{ctx}: offsets reported by read({offset})"
+        );
+        if offset == end {
+            assert!(r.records.is_empty(), "{ctx}: read at the log end returned data");
+            return offset;
+        }
+        let got = split_batches(&r.records);
+        assert!(!got.is_empty(), "{ctx}: read({offset}, {max_bytes}) below the end returned nothing");
+        let first = m.index_of(offset);
+        for (k, b) in got.iter().enumerate() {
+            let want = m.batches.get(first + k).unwrap_or_else(|| panic!("{ctx}: read returned more batches than exist"));
+            if b[..] != want.bytes[..] {
+                panic!(
+                    "{ctx}: read({offset}) batch #{k}: got {:?} ({} bytes), want {:?} ({} bytes)",
+                    BatchHeader::parse(b).ok(),
+                    b.len(),
+                    BatchHeader::parse(&want.bytes).ok(),
+                    want.bytes.len()
+                );
+            }
+        }
+        let total = r.records.len();
+        if got.len() > 1 {
+            assert!(total <= max_bytes, "{ctx}: read({offset}, {max_bytes}) returned {total} bytes in {} batches", got.len());
+        }
+        if let Some(next) = m.batches.get(first + got.len()) {
+            let fits = total + next.bytes.len() <= max_bytes;
+            let starts_segment = log.st.borrow().segments.contains_key(&next.base);
+            assert!(
+                !fits || starts_segment || next.last >= written_before,
+                "{ctx}: read({offset}, {max_bytes}) stopped after {total} bytes although batch {} fits",
+                next.base
+            );
+        }
+        m.batches[first + got.len() - 1].last + 1
+    }
+
+    /// Reads the whole log front to back, then its edges.
+    async fn check_all(log: &PartitionLog, m: &Model, ctx: &str) {
+        assert_eq!(log.log_end_offset(), m.end(), "{ctx}: log end");
+        assert_eq!(log.high_watermark(), m.end(), "{ctx}: high watermark");
+        assert_eq!(log.log_start_offset(), m.log_start, "{ctx}: log start");
+        let mut off = m.log_start;
+        while off < m.end() {
+            let next = check_read(log, m, off, 256 * 1024, ctx).await;
+            assert!(next > off, "{ctx}: no progress at {off}");
+            off = next;
+        }
+        check_read(log, m, m.end(), 1, ctx).await;
+        check_read(log, m, m.end() + 1, 1, ctx).await;
+        check_read(log, m, m.log_start - 1, 1, ctx).await;
+    }
+
+    /// Reads at every offset with several limits.
+    async fn check_every_offset(log: &PartitionLog, m: &Model, ctx: &str) {
+        for off in m.log_start - 1..=m.end() + 1 {
+            for max in [1, 4096, 100_000, 1 << 30] {
+                check_read(log, m, off, max, ctx).await;
+            }
+        }
+    }
+
+    /// Waits until the flusher is idle: everything appended is written and rolled segments finalized.
+    async fn settle(log: &Rc<PartitionLog>) {
+        for _ in 0..20_000 {
+            {
+                let st = log.st.borrow();
+                if !st.flusher_running && st.pending.is_empty() {
+                    return;
+                }
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("the flusher never went idle");
+    }
+
+    /// Simulates a crash: drops the log without closing it (no trim, no index files for the
+    /// active segment, no clean marker), once no task touches its files any more.
+    async fn crash(log: Rc<PartitionLog>) {
+        settle(&log).await;
+        assert_eq!(Rc::strong_count(&log), 1, "a task still holds the log");
+        drop(log);
+    }
+
+    async fn reopen(dir: &Path, c: LogConfig) -> Rc<PartitionLog> {
+        PartitionLog::open(dir.to_path_buf(), c).await.expect("reopening the log")
+    }
+
+    /// Segment files on disk: base offset -> file length.
+    fn log_files(dir: &Path) -> BTreeMap<i64, u64> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let base = e.file_name().into_string().ok()?.strip_suffix(".log")?.parse().ok()?;
+                Some((base, e.metadata().ok()?.len()))
+            })
+            .collect()
+    }
+
+    /// Asserts that each segment file (the last one too when `with_last`) is exactly as long
+    /// as the batches it holds.
+    fn assert_trimmed(dir: &Path, m: &Model, with_last: bool, ctx: &str) {
+        let files = log_files(dir);
+        let bases: Vec<i64> = files.keys().copied().collect();
+        for (i, (&base, &len)) in files.iter().enumerate() {
+            let next = bases.get(i + 1).copied();
+            if next.is_none() && !with_last {
+                continue;
+            }
+            let want = m.bytes_between(base, next.unwrap_or(i64::MAX));
+            assert_eq!(len, want, "{ctx}: length of segment file {base}");
+        }
+    }
+
+    async fn append_synced(log: &Rc<PartitionLog>, m: &mut Model, b: BytesMut) -> AppendInfo {
+        let info = log.append(b.clone(), 3, Durability::Synced).await.expect("append");
+        m.push(&b, &info, 3);
+        m.durable_end = m.end();
+        info
+    }
+
+    fn path_of(dir: &Path, base: i64, ext: &str) -> PathBuf {
+        segment_file(dir, base, ext)
+    }
+
+    fn flip_byte(path: &Path, pos: u64) {
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, pos).unwrap();
+        b[0] ^= 0x5a;
+        f.write_all_at(&b, pos).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    fn write_at(path: &Path, pos: u64, data: &[u8]) {
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(data, pos).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    fn file_len(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().len()
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Append and read
+    // ------------------------------------------------------------------------------------
+
+    #[test]
+    fn append_synced_and_read_back_from_cache_and_disk() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let log = PartitionLog::open(d.clone(), cfg(1 << 30)).await.unwrap();
+            let mut m = Model::default();
+            // (records, value bytes): empty values, tiny, around one DMA block, several
+            // blocks, more than the 64 KiB disk read chunk, more than 1 MiB (DMA read cap).
+            let shapes: [(usize, usize); 16] = [
+                (1, 0),
+                (1, 1),
+                (3, 10),
+                (1, 4000),
+                (1, 4100),
+                (2, 5000),
+                (1, 12_000),
+                (10, 100),
+                (1, 70_000),
+                (1, 3),
+                (5, 20_000),
+                (1, 1_200_000),
+                (1, 1),
+                (2, 4096),
+                (50, 1),
+                (1, 8),
+            ];
+            for (i, &(n, len)) in shapes.iter().enumerate() {
+                let b = make_batch(i as u64, n, len, 1_000 + i as i64);
+                let info = log.append(b.clone(), 7, Durability::Synced).await.unwrap();
+                assert_eq!(info.base_offset, m.end());
+                assert_eq!(info.last_offset, m.end() + n as i64 - 1);
+                assert_eq!(info.log_append_time, -1, "CreateTime topic");
+                assert_eq!(info.log_start_offset, 0);
+                m.push(&b, &info, 7);
+                assert_eq!(log.log_end_offset(), m.end());
+            }
+            // Leader epoch and base offset were stamped into the stored bytes.
+            let r = log.read(m.batches[5].base, 1).await.unwrap();
+            let h = BatchHeader::parse(&r.records).unwrap();
+            assert_eq!((h.base_offset, h.partition_leader_epoch), (m.batches[5].base, 7));
+            batch::check_stored_batch(&r.records).expect("stored CRC still valid");
+            assert_eq!(log.max_timestamp().0, 1_015);
+
+            check_every_offset(&log, &m, "from the tail cache").await;
+            // Exactly the batches that fit: the first two batches, then the first three.
+            let two = m.batches[0].bytes.len() + m.batches[1].bytes.len();
+            let r = log.read(0, two).await.unwrap();
+            assert_eq!(r.records.len(), two);
+            let r = log.read(0, two - 1).await.unwrap();
+            assert_eq!(r.records.len(), m.batches[0].bytes.len());
+            // A batch bigger than max_bytes still comes back alone.
+            let big = m.batches[11].base;
+            let r = log.read(big, 10).await.unwrap();
+            assert_eq!(r.records.len(), m.batches[11].bytes.len());
+
+            log.close().await.unwrap();
+            drop(log);
+            let log = reopen(&d, cfg(1 << 30)).await;
+            assert!(log.st.borrow().cache.is_empty(), "a reopened log reads from disk");
+            check_every_offset(&log, &m, "from disk").await;
+            let r = log.read(0, two).await.unwrap();
+            assert_eq!(r.records.len(), two, "disk read with exact limit");
+            let r = log.read(big, 10).await.unwrap();
+            assert_eq!(r.records.len(), m.batches[11].bytes.len(), "disk read of a batch above max_bytes");
+        });
+    }
+
+    #[test]
+    fn queued_appends_are_readable_at_once_and_durable_after_wait() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let log = PartitionLog::open(d.clone(), cfg(64 * 1024)).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..40u64 {
+                let b = make_batch(i, 1 + (i % 3) as usize, 500 + (i as usize * 397) % 9000, 5);
+                let info = log.append(b.clone(), 0, Durability::Queued).await.unwrap();
+                m.push(&b, &info, 0);
+                // Readable before it is written.
+                check_read(&log, &m, info.base_offset, 1, "queued").await;
+            }
+            log.wait_durable(m.end()).await.unwrap();
+            assert!(log.st.borrow().durable_offset >= m.end());
+            m.durable_end = m.end();
+            check_all(&log, &m, "after wait_durable").await;
+            crash(log).await;
+            let log = reopen(&d, cfg(64 * 1024)).await;
+            check_all(&log, &m, "after crash").await;
+        });
+    }
+
+    #[test]
+    fn log_append_time_is_stamped() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let mut c = cfg(1 << 20);
+            c.timestamp_type = TimestampType::LogAppendTime;
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let before = now_ms();
+            let info = log.append(make_batch(1, 3, 10, 42), 0, Durability::Synced).await.unwrap();
+            let after = now_ms();
+            assert!(info.log_append_time >= before && info.log_append_time <= after);
+            let check = |records: &Bytes| {
+                let h = batch::check_stored_batch(records).expect("CRC recomputed after stamping");
+                assert!(h.is_log_append_time());
+                assert_eq!(h.max_timestamp, info.log_append_time);
+                assert_eq!(h.base_timestamp, 42, "base timestamp left alone");
+            };
+            check(&log.read(0, 1).await.unwrap().records);
+            crash(log).await;
+            let log = reopen(&d, c).await;
+            check(&log.read(0, 1).await.unwrap().records);
+        });
+    }
+
+    #[test]
+    fn append_after_close_is_refused() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let log = PartitionLog::open(dir.path().join("p"), cfg(1 << 20)).await.unwrap();
+            log.append(make_batch(1, 1, 1, 1), 0, Durability::Synced).await.unwrap();
+            log.close().await.unwrap();
+            let e = log.append(make_batch(2, 1, 1, 1), 0, Durability::Queued).await.unwrap_err();
+            assert_eq!(e, LogError::Closed);
+            assert_eq!(log.log_end_offset(), 1);
+        });
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Segments
+    // ------------------------------------------------------------------------------------
+
+    #[test]
+    fn segments_roll_and_reads_cross_them_from_cache_and_disk() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let small = cfg(8 * 1024);
+            let log = PartitionLog::open(d.clone(), small.clone()).await.unwrap();
+            let mut m = Model::default();
+            let sizes = [100usize, 1500, 3000, 5000, 9000, 10, 2500, 7000];
+            for i in 0..30u64 {
+                let b = make_batch(100 + i, 1 + (i % 4) as usize, sizes[i as usize % sizes.len()], 1000 + i as i64);
+                append_synced(&log, &mut m, b).await;
+            }
+            let files = log_files(&d);
+            assert!(files.len() >= 8, "expected many segments, got {files:?}");
+            assert_eq!(files.len(), log.segment_count());
+            // No segment holds more than segment.bytes, unless it is a single oversized batch.
+            let bases: Vec<i64> = files.keys().copied().collect();
+            for (i, &b) in bases.iter().enumerate() {
+                let next = bases.get(i + 1).copied().unwrap_or(i64::MAX);
+                let n = m.batches.iter().filter(|x| x.base >= b && x.base < next).count();
+                let bytes = m.bytes_between(b, next);
+                assert!(n >= 1, "empty segment {b}");
+                assert!(bytes <= 8 * 1024 || n == 1, "segment {b} holds {n} batches, {bytes} bytes");
+                assert!(m.batches.iter().any(|x| x.base == b), "segment {b} does not start at a batch");
+            }
+            assert_trimmed(&d, &m, false, "rolled segments are trimmed");
+            for b in &bases[..bases.len() - 1] {
+                assert!(path_of(&d, *b, "index").exists() && path_of(&d, *b, "timeindex").exists());
+            }
+            assert_eq!(log.st.borrow().cache.front().map(|c| c.base_offset), Some(0));
+            check_every_offset(&log, &m, "small segments, cache").await;
+
+            // Push more than the tail cache holds so that the first batches come from disk.
+            let mut big = small.clone();
+            big.segment_bytes = 1 << 20;
+            log.set_config(big.clone());
+            let first_big = m.end();
+            for i in 0..40u64 {
+                let b = make_batch(1000 + i, 1, 256 * 1024, 2000 + i as i64);
+                let info = log.append(b.clone(), 3, Durability::Queued).await.unwrap();
+                m.push(&b, &info, 3);
+            }
+            log.wait_durable(m.end()).await.unwrap();
+            settle(&log).await;
+            {
+                let st = log.st.borrow();
+                assert!(st.cache_bytes <= TAIL_CACHE_BYTES_MAX);
+                let front = st.cache.front().expect("cache not empty").base_offset;
+                assert!(front > first_big, "early batches must have left the cache (front {front})");
+            }
+            check_all(&log, &m, "big segments, disk and cache").await;
+            // Both sides of every segment boundary.
+            let bases: Vec<i64> = log.st.borrow().segments.keys().copied().collect();
+            for &b in &bases[1..] {
+                for off in [b - 1, b] {
+                    for max in [1, 1 << 30] {
+                        check_read(&log, &m, off, max, "segment boundary").await;
+                    }
+                }
+            }
+            check_every_offset(&log, &m, "disk and cache").await;
+            assert_trimmed(&d, &m, false, "rolled big segments are trimmed");
+
+            log.close().await.unwrap();
+            drop(log);
+            let log = reopen(&d, big.clone()).await;
+            check_every_offset(&log, &m, "after reopen").await;
+        });
+    }
+
+    #[test]
+    fn segment_ms_rolls_by_age() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut c = cfg(1 << 20);
+            c.segment_ms = 5;
+            let log = PartitionLog::open(dir.path().join("p"), c).await.unwrap();
+            let mut m = Model::default();
+            append_synced(&log, &mut m, make_batch(1, 1, 10, 1)).await;
+            append_synced(&log, &mut m, make_batch(2, 1, 10, 1)).await;
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            append_synced(&log, &mut m, make_batch(3, 1, 10, 1)).await;
+            assert!(log.segment_count() >= 2, "the old segment was not rolled");
+            assert!(log.st.borrow().segments.contains_key(&2));
+            check_all(&log, &m, "after age roll").await;
+        });
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Close and reopen
+    // ------------------------------------------------------------------------------------
+
+    #[test]
+    fn clean_close_and_reopen() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let c = cfg(8 * 1024);
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..25u64 {
+                let b = make_batch(i, 1 + (i % 5) as usize, [10usize, 700, 2900, 4500, 6100][i as usize % 5], 10 + i as i64);
+                let d = if i % 3 == 0 { Durability::Queued } else { Durability::Synced };
+                let info = log.append(b.clone(), 1, d).await.unwrap();
+                m.push(&b, &info, 1);
+            }
+            log.close().await.unwrap();
+            assert!(d.join(CLEAN_MARKER).exists());
+            assert_trimmed(&d, &m, true, "after close");
+            let segments = log.segment_count();
+            drop(log);
+
+            let log = reopen(&d, c.clone()).await;
+            assert!(!d.join(CLEAN_MARKER).exists(), "the marker is consumed on open");
+            assert_eq!(log.segment_count(), segments);
+            check_all(&log, &m, "after clean reopen").await;
+            assert_eq!(log.max_timestamp().0, 10 + 24);
+            for i in 0..6u64 {
+                append_synced(&log, &mut m, make_batch(100 + i, 2, 1000 + 300 * i as usize, 99)).await;
+            }
+            check_all(&log, &m, "appends after reopen").await;
+            log.close().await.unwrap();
+            drop(log);
+            assert_trimmed(&d, &m, true, "after second close");
+            let log = reopen(&d, c.clone()).await;
+            check_every_offset(&log, &m, "after second reopen").await;
+            // Closing right away leaves everything as it was.
+            log.close().await.unwrap();
+            drop(log);
+            let log = reopen(&d, c).await;
+            check_all(&log, &m, "after empty session").await;
+        });
+    }
+
+    #[test]
+    fn clean_reopen_keeps_the_max_timestamp_of_batches_before_the_last_index_entry() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let t = 1_700_000_000_000i64;
+            let log = PartitionLog::open(d.clone(), cfg(1 << 20)).await.unwrap();
+            let mut m = Model::default();
+            // A big batch with the newest timestamp, then small ones with older timestamps
+            // (producer clocks disagree): the last offset index entry points after the newest.
+            append_synced(&log, &mut m, make_batch(1, 1, 6000, t + 1000)).await;
+            append_synced(&log, &mut m, make_batch(2, 1, 10, t)).await;
+            append_synced(&log, &mut m, make_batch(3, 1, 10, t + 1)).await;
+            assert_eq!(log.max_timestamp().0, t + 1000);
+            assert_eq!(log.offset_for_timestamp(t + 500).await.unwrap(), Some((0, t + 1000)));
+            log.close().await.unwrap();
+            drop(log);
+            let log = reopen(&d, cfg(1 << 20)).await;
+            assert_eq!(log.max_timestamp().0, t + 1000, "max timestamp after a clean reopen");
+            assert_eq!(log.offset_for_timestamp(t + 500).await.unwrap(), Some((0, t + 1000)));
+            check_all(&log, &m, "clean reopen").await;
+        });
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Crash recovery
+    // ------------------------------------------------------------------------------------
+
+    #[test]
+    fn crash_keeps_every_synced_batch() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let c = cfg(16 * 1024);
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..30u64 {
+                append_synced(&log, &mut m, make_batch(i, 1 + (i % 2) as usize, 50 + (i as usize * 911) % 7000, 7)).await;
+            }
+            crash(log).await;
+            assert!(!d.join(CLEAN_MARKER).exists());
+            let (&active, &len) = log_files(&d).iter().next_back().unwrap();
+            let data = m.bytes_between(active, i64::MAX);
+            assert!(len >= data && len % DMA_ALIGNMENT_BYTES == 0, "active segment not trimmed: {len} vs {data}");
+            assert!(!path_of(&d, active, "index").exists());
+
+            let log = reopen(&d, c.clone()).await;
+            check_every_offset(&log, &m, "after crash").await;
+            assert_trimmed(&d, &m, true, "recovery trims the active segment");
+            for i in 0..10u64 {
+                append_synced(&log, &mut m, make_batch(50 + i, 3, 100 + 500 * i as usize, 8)).await;
+            }
+            check_all(&log, &m, "appends after crash").await;
+            crash(log).await;
+            let log = reopen(&d, c).await;
+            check_all(&log, &m, "second crash").await;
+        });
+    }
+
+    #[test]
+    fn crash_recovery_truncates_a_garbage_tail() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let c = cfg(1 << 20);
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..8u64 {
+                append_synced(&log, &mut m, make_batch(i, 2, 700 * i as usize, 7)).await;
+            }
+            crash(log).await;
+            let seg = path_of(&d, 0, "log");
+            let data = m.bytes_between(0, i64::MAX);
+
+            // (a) A torn next batch (a valid header at the right offset, body cut short).
+            let mut next = make_batch(99, 3, 3000, 7);
+            batch::stamp(&mut next, m.end(), 3, None);
+            write_at(&seg, data, &next[..1000]);
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "torn batch").await;
+            assert_eq!(file_len(&seg), data, "torn tail truncated");
+            crash(log).await;
+
+            // A whole, CRC-valid batch whose base offset does not follow on.
+            let mut wrong = make_batch(98, 1, 100, 7);
+            batch::stamp(&mut wrong, m.end() + 5, 3, None);
+            write_at(&seg, data, &wrong);
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "discontinuous batch").await;
+            crash(log).await;
+
+            // Random garbage, longer than a block.
+            write_at(&seg, data, &Rng(5).bytes(9000));
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "garbage").await;
+            assert_eq!(file_len(&seg), data);
+            crash(log).await;
+
+            // A whole valid batch at the right offset is kept: recovery trusts CRC and offsets.
+            let mut good = make_batch(97, 2, 300, 7);
+            write_at(&seg, data, &{
+                let mut g = good.clone();
+                batch::stamp(&mut g, m.end(), 3, None);
+                g
+            });
+            let info = AppendInfo { base_offset: m.end(), last_offset: m.end() + 1, log_append_time: -1, log_start_offset: 0 };
+            m.push(&good, &info, 3);
+            write_at(&seg, m.bytes_between(0, i64::MAX), &Rng(6).bytes(100));
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "valid batch written behind the log's back").await;
+            good = make_batch(96, 1, 1, 7);
+            append_synced(&log, &mut m, good).await;
+            check_all(&log, &m, "append after garbage recovery").await;
+        });
+    }
+
+    #[test]
+    fn crash_recovery_drops_a_corrupt_batch_and_everything_after_it() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let c = cfg(1 << 20);
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..10u64 {
+                append_synced(&log, &mut m, make_batch(i, 1 + i as usize % 3, 300 + 900 * i as usize, 7)).await;
+            }
+            crash(log).await;
+            let seg = path_of(&d, 0, "log");
+            let pos = |m: &Model, i: usize| m.batches[..i].iter().map(|b| b.bytes.len() as u64).sum::<u64>();
+
+            // (b) A flipped byte in the middle of the last batch (inside the CRC).
+            let last = m.batches.len() - 1;
+            flip_byte(&seg, pos(&m, last) + m.batches[last].bytes.len() as u64 / 2);
+            let cut = m.batches[last].base;
+            m.truncate(cut);
+            let log = reopen(&d, c.clone()).await;
+            check_every_offset(&log, &m, "last batch corrupt").await;
+            assert_eq!(file_len(&seg), pos(&m, m.batches.len()));
+            crash(log).await;
+
+            // A base offset that breaks continuity (outside the CRC).
+            flip_byte(&seg, pos(&m, 7) + 7);
+            m.truncate(m.batches[7].base);
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "base offset corrupt").await;
+            crash(log).await;
+
+            // A batch length pointing far past the file.
+            flip_byte(&seg, pos(&m, 5) + 9);
+            m.truncate(m.batches[5].base);
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "length corrupt").await;
+            crash(log).await;
+
+            // A CRC byte in a middle batch.
+            flip_byte(&seg, pos(&m, 2) + 18);
+            m.truncate(m.batches[2].base);
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "CRC corrupt").await;
+            append_synced(&log, &mut m, make_batch(50, 2, 10, 7)).await;
+            assert_eq!(m.batches[2].base, m.batches[1].last + 1);
+            crash(log).await;
+            let log = reopen(&d, c).await;
+            check_all(&log, &m, "append after corruption").await;
+        });
+    }
+
+    #[test]
+    fn crash_recovery_truncates_a_torn_middle_segment_and_drops_later_ones() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let c = cfg(8 * 1024);
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..30u64 {
+                append_synced(&log, &mut m, make_batch(i, 1 + i as usize % 2, 1000 + (i as usize * 577) % 2000, 7)).await;
+            }
+            crash(log).await;
+            let bases: Vec<i64> = log_files(&d).keys().copied().collect();
+            assert!(bases.len() >= 6, "{bases:?}");
+
+            // A middle segment whose index files are gone is rescanned and re-indexed.
+            for ext in ["index", "timeindex"] {
+                std::fs::remove_file(path_of(&d, bases[1], ext)).unwrap();
+            }
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "rescanned middle segment").await;
+            assert_eq!(log.segment_count(), bases.len());
+            assert!(path_of(&d, bases[1], "index").exists(), "index rebuilt");
+            crash(log).await;
+
+            // (c) Corrupt the second batch of a middle segment without index files.
+            let k = 2;
+            let seg_base = bases[k];
+            let i = m.index_of(seg_base);
+            assert_eq!(m.batches[i].base, seg_base);
+            assert!(m.batches[i + 1].base < bases[k + 1], "segment {seg_base} holds two batches");
+            for ext in ["index", "timeindex"] {
+                std::fs::remove_file(path_of(&d, seg_base, ext)).unwrap();
+            }
+            let first_len = m.batches[i].bytes.len() as u64;
+            flip_byte(&path_of(&d, seg_base, "log"), first_len + 40);
+            m.truncate(m.batches[i + 1].base);
+            let log = reopen(&d, c.clone()).await;
+            let files = log_files(&d);
+            assert_eq!(files.keys().copied().collect::<Vec<_>>(), bases[..=k].to_vec(), "later segments removed");
+            assert_eq!(files[&seg_base], first_len, "torn segment truncated");
+            for &b in &bases[k + 1..] {
+                assert!(!path_of(&d, b, "index").exists() && !path_of(&d, b, "timeindex").exists());
+            }
+            check_every_offset(&log, &m, "torn middle segment").await;
+
+            // The log goes on from the truncation point.
+            for j in 0..8u64 {
+                append_synced(&log, &mut m, make_batch(100 + j, 2, 1500 + 100 * j as usize, 8)).await;
+            }
+            check_all(&log, &m, "appends after a torn middle segment").await;
+            crash(log).await;
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "crash after a torn middle segment").await;
+            log.close().await.unwrap();
+            drop(log);
+            assert_trimmed(&d, &m, true, "close after a torn middle segment");
+            let log = reopen(&d, c).await;
+            check_all(&log, &m, "clean reopen after a torn middle segment").await;
+        });
+    }
+
+    #[test]
+    fn crash_recovery_handles_zero_filled_tails() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let c = cfg(1 << 20);
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..5u64 {
+                append_synced(&log, &mut m, make_batch(i, 2, 1234 * i as usize, 7)).await;
+            }
+            crash(log).await;
+            // (d) Preallocated zeros after the data (the size grew, the data did not).
+            let seg = path_of(&d, 0, "log");
+            let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+            f.set_len(file_len(&seg) + 3 * 1024 * 1024).unwrap();
+            drop(f);
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "zero tail").await;
+            assert_eq!(file_len(&seg), m.bytes_between(0, i64::MAX));
+            append_synced(&log, &mut m, make_batch(10, 1, 100, 7)).await;
+            log.close().await.unwrap();
+            drop(log);
+
+            // A new segment file that holds only zeros (crash right after the roll created it).
+            std::fs::remove_file(d.join(CLEAN_MARKER)).unwrap();
+            let end = m.end();
+            let f = std::fs::File::create(path_of(&d, end, "log")).unwrap();
+            f.set_len(64 * 1024).unwrap();
+            drop(f);
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "zero-filled segment").await;
+            assert_eq!(log.segment_count(), 2);
+            let info = append_synced(&log, &mut m, make_batch(11, 2, 100, 7)).await;
+            assert_eq!(info.base_offset, end);
+            crash(log).await;
+            let log = reopen(&d, c).await;
+            check_all(&log, &m, "after zero-filled segment").await;
+            assert_eq!(file_len(&path_of(&d, end, "log")), m.bytes_between(end, i64::MAX));
+        });
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Retention and DeleteRecords
+    // ------------------------------------------------------------------------------------
+
+    fn segment_sizes(log: &PartitionLog) -> Vec<(i64, u64)> {
+        log.st.borrow().segments.values().map(|s| (s.base_offset, s.size)).collect()
+    }
+
+    #[test]
+    fn retention_bytes_drops_whole_old_segments() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let mut c = cfg(8 * 1024);
+            c.retention_ms = -1;
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..24u64 {
+                append_synced(&log, &mut m, make_batch(i, 1, 2400, now_ms())).await;
+            }
+            let segs = segment_sizes(&log);
+            assert!(segs.len() >= 6, "{segs:?}");
+            let total: u64 = segs.iter().map(|s| s.1).sum();
+            assert_eq!(total, log.size_bytes());
+
+            // Exactly the first two segments are over the limit.
+            c.retention_bytes = (total - segs[0].1 - segs[1].1) as i64 - 1;
+            log.set_config(c.clone());
+            let start = log.apply_retention(now_ms()).await.unwrap();
+            assert_eq!(start, segs[2].0);
+            m.log_start = start;
+            assert_eq!(log.log_start_offset(), start);
+            assert!(log.size_bytes() as i64 >= c.retention_bytes, "deleted more than needed");
+            assert_eq!(log_files(&d).keys().next(), Some(&segs[2].0));
+            assert!(!path_of(&d, segs[0].0, "index").exists());
+            check_all(&log, &m, "after size retention").await;
+            // Running it again changes nothing.
+            assert_eq!(log.apply_retention(now_ms()).await.unwrap(), start);
+
+            // Nothing allowed: every closed segment goes, the active one stays.
+            c.retention_bytes = 0;
+            log.set_config(c.clone());
+            let start = log.apply_retention(now_ms()).await.unwrap();
+            let active = *log.st.borrow().segments.keys().next_back().unwrap();
+            assert_eq!(start, active);
+            assert_eq!(log.segment_count(), 1);
+            assert_eq!(log.log_end_offset(), m.end());
+            m.log_start = start;
+            check_all(&log, &m, "only the active segment left").await;
+            append_synced(&log, &mut m, make_batch(50, 1, 10, now_ms())).await;
+
+            crash(log).await;
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "retention survives a crash").await;
+            log.close().await.unwrap();
+            drop(log);
+            let log = reopen(&d, c).await;
+            check_all(&log, &m, "retention survives a clean reopen").await;
+        });
+    }
+
+    #[test]
+    fn retention_bytes_counts_segments_dropped_below_the_log_start() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let mut c = cfg(8 * 1024);
+            c.retention_ms = -1;
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            // Several segments appended and not yet finalized when DeleteRecords arrives: the
+            // segments below the new log start stay until they are finalized.
+            let mut batches = Vec::new();
+            for i in 0..18u64 {
+                let b = make_batch(i, 1, 2400, now_ms());
+                let mut stamped = b.clone();
+                let info = log.append_now(&mut stamped, 0).unwrap();
+                m.push(&b, &info, 0);
+                batches.push(info);
+            }
+            let segs = segment_sizes(&log);
+            assert!(segs.len() >= 5, "{segs:?}");
+            let start = log.delete_records_before(segs[2].0).await.unwrap();
+            assert_eq!(start, segs[2].0);
+            m.log_start = start;
+            log.wait_durable(m.end()).await.unwrap();
+            settle(&log).await;
+            assert_eq!(segment_sizes(&log)[0].0, segs[0].0, "unfinalized segments stayed");
+
+            // What stays above the log start: segs[2..]. Allow all of it but one byte less
+            // than segs[2]: once the segments below the start are gone nothing else must go.
+            let above: u64 = segs[2..].iter().map(|s| s.1).sum();
+            c.retention_bytes = (above - segs[2].1 + 1) as i64;
+            log.set_config(c.clone());
+            let start = log.apply_retention(now_ms()).await.unwrap();
+            assert_eq!(start, segs[2].0, "retention.bytes deleted a segment it did not need to");
+            assert_eq!(segment_sizes(&log), segs[2..].to_vec());
+            check_all(&log, &m, "after retention").await;
+        });
+    }
+
+    #[test]
+    fn retention_ms_drops_old_closed_segments() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let day = 24 * 3600 * 1000;
+            let mut c = cfg(8 * 1024);
+            c.retention_ms = day;
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            let old = now_ms() - 10 * day;
+            for i in 0..12u64 {
+                append_synced(&log, &mut m, make_batch(i, 1, 2400, old + i as i64)).await;
+            }
+            // Start a new segment for the recent batches.
+            let mut roll = c.clone();
+            roll.segment_bytes = 1;
+            log.set_config(roll);
+            append_synced(&log, &mut m, make_batch(50, 1, 2400, now_ms())).await;
+            log.set_config(c.clone());
+            let recent_base = m.batches.last().unwrap().base;
+            for i in 0..6u64 {
+                append_synced(&log, &mut m, make_batch(60 + i, 1, 2400, now_ms())).await;
+            }
+            let segs = segment_sizes(&log);
+            assert!(segs.iter().any(|s| s.0 == recent_base));
+            assert!(segs.len() >= 5);
+            let start = log.apply_retention(now_ms()).await.unwrap();
+            assert_eq!(start, recent_base, "old segments go, recent ones stay");
+            m.log_start = start;
+            check_all(&log, &m, "after time retention").await;
+            assert_eq!(log_files(&d).keys().next(), Some(&recent_base));
+
+            // Everything old: the active segment still stays.
+            let later = now_ms() + 30 * day;
+            let start = log.apply_retention(later).await.unwrap();
+            assert_eq!(log.segment_count(), 1);
+            assert_eq!(start, *log.st.borrow().segments.keys().next().unwrap());
+            m.log_start = start;
+            check_all(&log, &m, "everything expired").await;
+        });
+    }
+
+    #[test]
+    fn delete_records_moves_the_log_start_and_survives_reopen() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let c = cfg(8 * 1024);
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..20u64 {
+                append_synced(&log, &mut m, make_batch(i, 3, 500, 7)).await;
+            }
+            let bases: Vec<i64> = log_files(&d).keys().copied().collect();
+            assert!(bases.len() >= 4);
+            let off = m.batches[7].base + 1;
+            assert_eq!(log.delete_records_before(off).await.unwrap(), off);
+            m.log_start = off;
+            check_read(&log, &m, off - 1, 1, "below the new start").await;
+            check_all(&log, &m, "after delete records").await;
+            let files = log_files(&d);
+            for (i, &b) in bases.iter().enumerate() {
+                let next = bases.get(i + 1).copied().unwrap_or(i64::MAX);
+                assert_eq!(files.contains_key(&b), next > off, "segment {b} (next {next}) vs start {off}");
+            }
+            assert_eq!(std::fs::read_to_string(d.join(LOG_START_FILE)).unwrap().trim(), off.to_string());
+            // Backwards is a no-op, beyond the high watermark an error.
+            assert_eq!(log.delete_records_before(off - 3).await.unwrap(), off);
+            let end = m.end();
+            assert_eq!(
+                log.delete_records_before(end + 1).await,
+                Err(LogError::OffsetOutOfRange { offset: end + 1, start: off, end })
+            );
+            assert!(log.delete_records_before(-1).await.is_err());
+            assert_eq!(log.log_start_offset(), off);
+
+            crash(log).await;
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "delete records after crash").await;
+            log.close().await.unwrap();
+            drop(log);
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "delete records after clean reopen").await;
+
+            // Up to the high watermark: the log is empty but keeps its offsets.
+            assert_eq!(log.delete_records_before(end).await.unwrap(), end);
+            m.log_start = end;
+            check_all(&log, &m, "everything deleted").await;
+            crash(log).await;
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "everything deleted, reopened").await;
+            let info = append_synced(&log, &mut m, make_batch(99, 2, 10, 7)).await;
+            assert_eq!(info.base_offset, end);
+            check_all(&log, &m, "append after deleting everything").await;
+        });
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Timestamps
+    // ------------------------------------------------------------------------------------
+
+    #[test]
+    fn offset_for_timestamp_finds_the_first_batch_at_or_after() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let c = cfg(8 * 1024);
+            let t0 = 1_600_000_000_000i64;
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..20u64 {
+                append_synced(&log, &mut m, make_batch(i, 3, 900, t0 + 100 * i as i64)).await;
+            }
+            assert!(log.segment_count() >= 3);
+            async fn check(log: &PartitionLog, m: &Model, t0: i64, ctx: &str) {
+                let start = m.log_start;
+                for (i, b) in m.batches.iter().enumerate() {
+                    if b.last < start {
+                        continue;
+                    }
+                    let ts = t0 + 100 * i as i64;
+                    let want = Some((b.base.max(start), ts));
+                    assert_eq!(log.offset_for_timestamp(ts).await.unwrap(), want, "{ctx}: exact {ts}");
+                    assert_eq!(log.offset_for_timestamp(ts - 50).await.unwrap(), want, "{ctx}: between, {}", ts - 50);
+                }
+                assert_eq!(log.offset_for_timestamp(t0 - 1000).await.unwrap().map(|x| x.0), Some(start), "{ctx}: before all");
+                assert_eq!(log.offset_for_timestamp(t0 + 100 * 19 + 1).await.unwrap(), None, "{ctx}: after all");
+                assert_eq!(log.max_timestamp().0, t0 + 1900, "{ctx}: max timestamp");
+            }
+            check(&log, &m, t0, "live").await;
+            crash(log).await;
+            let log = reopen(&d, c.clone()).await;
+            check(&log, &m, t0, "after crash").await;
+            log.close().await.unwrap();
+            drop(log);
+            let log = reopen(&d, c.clone()).await;
+            check(&log, &m, t0, "after clean reopen").await;
+            let off = m.batches[5].base + 1;
+            log.delete_records_before(off).await.unwrap();
+            m.log_start = off;
+            check(&log, &m, t0, "after delete records").await;
+        });
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Durability and the glommio probe
+    // ------------------------------------------------------------------------------------
+
+    #[test]
+    fn synced_append_is_fsynced_before_the_ack_when_the_next_batch_rolled() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let log = PartitionLog::open(dir.path().join("p"), cfg(8 * 1024)).await.unwrap();
+            log.append(make_batch(1, 1, 5000, 1), 0, Durability::Synced).await.unwrap();
+            // x still fits in the first segment; y rolls. Both are queued before the flusher runs.
+            let mut x = make_batch(2, 1, 2000, 1);
+            let mut y = make_batch(3, 1, 2000, 1);
+            let xi = log.append_now(&mut x, 0).unwrap();
+            log.append_now(&mut y, 0).unwrap();
+            assert_eq!(log.segment_count(), 2, "y rolled");
+            let fd = {
+                use std::os::fd::AsRawFd;
+                let st = log.st.borrow();
+                st.segments[&0].file.as_ref().expect("first segment open").as_raw_fd()
+            };
+            log.wait_durable(xi.last_offset + 1).await.unwrap();
+            let trace = IO_TRACE.with(|t| t.borrow().clone());
+            let last_write = trace.iter().rposition(|&e| e == ("write", fd)).expect("x was written");
+            assert!(
+                trace[last_write..].contains(&("sync", fd)),
+                "x was acknowledged as durable before its segment file was synced: {trace:?}"
+            );
+            settle(&log).await;
+        });
+    }
+
+    #[test]
+    fn a_log_start_beyond_what_survived_a_crash_does_not_hide_later_appends() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let c = cfg(1 << 20);
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..3u64 {
+                append_synced(&log, &mut m, make_batch(i, 2, 300, 1)).await;
+            }
+            let durable_bytes = m.bytes_between(0, i64::MAX);
+            for i in 0..3u64 {
+                let b = make_batch(10 + i, 2, 300, 1);
+                let info = log.append(b.clone(), 3, Durability::Queued).await.unwrap();
+                m.push(&b, &info, 3);
+            }
+            settle(&log).await;
+            // DeleteRecords up to the high watermark, which includes unsynced batches.
+            let x = m.end();
+            assert_eq!(log.delete_records_before(x).await.unwrap(), x);
+            m.log_start = x;
+            crash(log).await;
+            // Power loss: the unsynced batches are gone.
+            let f = std::fs::OpenOptions::new().write(true).open(path_of(&d, 0, "log")).unwrap();
+            f.set_len(durable_bytes).unwrap();
+            drop(f);
+            m.truncate(m.durable_end);
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "start clamped to the recovered end").await;
+            // New acknowledged batches, past the old (lost) start.
+            for i in 0..6u64 {
+                append_synced(&log, &mut m, make_batch(20 + i, 2, 300, 1)).await;
+            }
+            assert!(m.end() > x);
+            check_all(&log, &m, "appends after recovery").await;
+            crash(log).await;
+            let log = reopen(&d, c).await;
+            check_all(&log, &m, "the stale log start checkpoint must not come back").await;
+        });
+    }
+
+    #[test]
+    fn concurrent_synced_appends_keep_call_order_and_share_fdatasyncs() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let log = PartitionLog::open(d.clone(), cfg(1 << 20)).await.unwrap();
+            IO_TRACE.with(|t| t.borrow_mut().clear());
+            let n = 64u64;
+            let batches: Vec<BytesMut> = (0..n).map(|i| make_batch(i, 1 + i as usize % 3, 200, 1)).collect();
+            let tasks: Vec<_> = batches
+                .iter()
+                .cloned()
+                .map(|b| {
+                    let log = log.clone();
+                    glommio::spawn_local(async move { log.append(b, 0, Durability::Synced).await })
+                })
+                .collect();
+            let mut m = Model::default();
+            for (t, b) in tasks.into_iter().zip(&batches) {
+                let info = t.await.expect("append");
+                m.push(b, &info, 0);
+            }
+            m.durable_end = m.end();
+            let syncs = IO_TRACE.with(|t| t.borrow().iter().filter(|e| e.0 == "sync").count());
+            assert!(syncs >= 1 && syncs <= 8, "{n} concurrent synced appends took {syncs} fdatasyncs");
+            check_all(&log, &m, "group commit").await;
+            crash(log).await;
+            let log = reopen(&d, cfg(1 << 20)).await;
+            check_all(&log, &m, "group commit after crash").await;
+        });
+    }
+
+    #[test]
+    fn delete_removes_the_directory_and_refuses_appends() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let log = PartitionLog::open(d.clone(), cfg(8 * 1024)).await.unwrap();
+            for i in 0..5u64 {
+                log.append(make_batch(i, 1, 3000, 1), 0, Durability::Synced).await.unwrap();
+            }
+            log.delete().await;
+            assert!(!d.exists(), "partition directory removed");
+            assert_eq!(log.append(make_batch(9, 1, 1, 1), 0, Durability::Queued).await, Err(LogError::Closed));
+            assert_eq!(log.wait_durable(log.log_end_offset() + 1).await, Err(LogError::Closed), "waiters do not hang");
+        });
+    }
+
+    #[test]
+    fn close_after_queued_appends_went_idle_syncs_them() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let log = PartitionLog::open(d.clone(), cfg(1 << 20)).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..3u64 {
+                let b = make_batch(i, 1, 100, 1);
+                let info = log.append(b.clone(), 0, Durability::Queued).await.unwrap();
+                m.push(&b, &info, 0);
+            }
+            // Written, not synced, flusher idle: close (wait_durable) must start the flusher again.
+            settle(&log).await;
+            assert!(log.st.borrow().durable_offset < m.end());
+            log.close().await.unwrap();
+            assert_eq!(log.st.borrow().durable_offset, m.end());
+            drop(log);
+            let log = reopen(&d, cfg(1 << 20)).await;
+            check_all(&log, &m, "after close").await;
+        });
+    }
+
+    #[test]
+    fn disk_reads_work_when_the_first_dma_file_of_the_thread_is_a_new_segment() {
+        // A thread of its own: glommio remembers per thread whether the device polls.
+        std::thread::spawn(|| {
+            run(async {
+                let dir = tempfile::tempdir().unwrap();
+                let d = dir.path().join("p");
+                let log = PartitionLog::open(d.clone(), cfg(1 << 20)).await.unwrap();
+                let mut m = Model::default();
+                append_synced(&log, &mut m, make_batch(1, 2, 5000, 1)).await;
+                assert_eq!(file_len(&path_of(&d, 0, "log")) % DMA_ALIGNMENT_BYTES, 0);
+                // Force a read from disk: empty the tail cache.
+                {
+                    let mut st = log.st.borrow_mut();
+                    st.cache.clear();
+                    st.cache_bytes = 0;
+                }
+                check_all(&log, &m, "disk read on the thread that created the file").await;
+            })
+        })
+        .join()
+        .expect("test thread");
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Random operation sequences against the model
+    // ------------------------------------------------------------------------------------
+
+    /// A random batch: mostly small, sometimes above a DMA block, a segment or the read chunk.
+    fn random_batch(rng: &mut Rng) -> BytesMut {
+        let records = if rng.percent(10) { rng.range(5, 30) } else { rng.range(1, 3) } as usize;
+        let value = match rng.below(100) {
+            0..=39 => rng.range(0, 100),
+            40..=74 => rng.range(100, 3000),
+            75..=91 => rng.range(3000, 12_000),
+            92..=97 => rng.range(12_000, 80_000),
+            _ => rng.range(80_000, 300_000),
+        } as usize
+            / records;
+        let seed = rng.next();
+        make_batch(seed, records, value, now_ms())
+    }
+
+    /// Simulates a crash that also loses unsynced bytes: drops the log, then cuts the
+    /// active segment somewhere at or after the durable data and maybe leaves garbage or
+    /// zeros behind the cut. Returns the log end the recovery must find.
+    async fn crash_and_mangle(log: Rc<PartitionLog>, m: &Model, rng: &mut Rng, dir: &Path, ctx: &str) -> i64 {
+        settle(&log).await;
+        let active = *log.st.borrow().segments.keys().next_back().unwrap();
+        crash(log).await;
+        let path = path_of(dir, active, "log");
+        if !path.exists() {
+            return m.end();
+        }
+        let in_active: Vec<&Stored> = m.batches.iter().filter(|b| b.base >= active).collect();
+        let data: u64 = in_active.iter().map(|b| b.bytes.len() as u64).sum();
+        let len = file_len(&path);
+        assert!(len >= data, "{ctx}: active segment file shorter ({len}) than its data ({data})");
+        let keep_from = m.durable_end.max(active);
+        let durable_bytes: u64 = in_active.iter().filter(|b| b.base < keep_from).map(|b| b.bytes.len() as u64).sum();
+        let mut end = m.end();
+        let mut tail_at = data;
+        if rng.percent(60) {
+            let cut = durable_bytes + rng.below(data - durable_bytes + 1);
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.set_len(cut).unwrap();
+            drop(f);
+            let mut at = 0;
+            end = active;
+            for b in &in_active {
+                at += b.bytes.len() as u64;
+                if at > cut {
+                    break;
+                }
+                end = b.last + 1;
+            }
+            tail_at = cut;
+        }
+        match rng.below(4) {
+            0 => {
+                let n = rng.range(1, 9000) as usize;
+                write_at(&path, tail_at, &rng.bytes(n))
+            }
+            1 => {
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.set_len(tail_at + rng.range(1, 100_000) as u64).unwrap();
+            }
+            _ => {}
+        }
+        end
+    }
+
+    fn opfuzz(seed: u64, ops: usize) {
+        eprintln!("opfuzz seed {seed} ({ops} ops); replay with OPFUZZ_SEED={seed}");
+        run(async move {
+            let mut rng = Rng(seed);
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let mut c = cfg([8 * 1024, 64 * 1024, 1 << 20][rng.below(3) as usize]);
+            c.index_interval_bytes = [0, 1024, 4096][rng.below(3) as usize];
+            c.retention_ms = -1;
+            let mut log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            let mut appended_bytes = 0usize;
+            let mut evicted = false;
+            let mut kinds = [0usize; 101];
+            for op in 0..ops {
+                let ctx = format!("opfuzz seed {seed} op {op}");
+                let kind = rng.below(100);
+                kinds[kind as usize] += 1;
+                evicted |= log.st.borrow().cache.front().is_some_and(|c| c.base_offset > m.log_start);
+                match kind {
+                    0..=29 => {
+                        let b = random_batch(&mut rng);
+                        appended_bytes += b.len();
+                        append_synced(&log, &mut m, b).await;
+                    }
+                    30..=54 => {
+                        let b = random_batch(&mut rng);
+                        appended_bytes += b.len();
+                        let info = log.append(b.clone(), 3, Durability::Queued).await.expect("queued append");
+                        m.push(&b, &info, 3);
+                    }
+                    55..=56 if appended_bytes < 12 << 20 => {
+                        // A burst past the tail cache, so reads go to disk without a reopen.
+                        for _ in 0..10 {
+                            let b = make_batch(rng.next(), 1, 1 << 20, now_ms());
+                            appended_bytes += b.len();
+                            let info = log.append(b.clone(), 3, Durability::Queued).await.expect("burst append");
+                            m.push(&b, &info, 3);
+                        }
+                    }
+                    57..=76 => {
+                        let off = rng.range(m.log_start - 2, m.end() + 2);
+                        let max = [1usize, 100, 5000, 64 * 1024, 1 << 20][rng.below(5) as usize];
+                        check_read(&log, &m, off, max, &ctx).await;
+                    }
+                    77..=80 => {
+                        log.wait_durable(m.end()).await.expect("wait durable");
+                        m.durable_end = m.end();
+                    }
+                    81..=84 => {
+                        log.close().await.expect("close");
+                        assert_eq!(Rc::strong_count(&log), 1, "{ctx}: a task still holds the closed log");
+                        drop(log);
+                        assert_trimmed(&d, &m, true, &ctx);
+                        log = reopen(&d, c.clone()).await;
+                        m.durable_end = m.end();
+                        check_all(&log, &m, &ctx).await;
+                    }
+                    85..=89 => {
+                        let end = crash_and_mangle(log, &m, &mut rng, &d, &ctx).await;
+                        assert!(end >= m.durable_end, "{ctx}: the crash model cut durable data");
+                        m.truncate(end);
+                        log = reopen(&d, c.clone()).await;
+                        m.durable_end = m.end();
+                        check_all(&log, &m, &ctx).await;
+                    }
+                    90..=94 => {
+                        // Retention by size: predict which segments go, as Kafka would.
+                        settle(&log).await;
+                        let segs: Vec<(i64, u64)> = segment_sizes(&log);
+                        let total: u64 = segs.iter().map(|s| s.1).sum();
+                        let limit = rng.below(total + 1) as i64;
+                        let mut want = m.log_start;
+                        let mut i = 0;
+                        while i + 1 < segs.len() && segs[i + 1].0 <= want {
+                            i += 1;
+                        }
+                        let mut excess = segs[i..].iter().map(|s| s.1).sum::<u64>() as i64 - limit;
+                        while i + 1 < segs.len() && excess >= segs[i].1 as i64 {
+                            excess -= segs[i].1 as i64;
+                            i += 1;
+                            want = want.max(segs[i].0);
+                        }
+                        let mut rc = c.clone();
+                        rc.retention_bytes = limit;
+                        log.set_config(rc);
+                        let start = log.apply_retention(now_ms()).await.expect("retention");
+                        log.set_config(c.clone());
+                        assert_eq!(start, want, "{ctx}: log start after retention.bytes={limit} over {segs:?}");
+                        assert_eq!(segment_sizes(&log), segs[i..].to_vec(), "{ctx}: segments left by retention");
+                        m.log_start = start;
+                    }
+                    _ => {
+                        let off = rng.range(m.log_start - 1, m.end() + 1);
+                        let r = log.delete_records_before(off).await;
+                        if off < 0 || off > m.end() {
+                            assert!(matches!(r, Err(LogError::OffsetOutOfRange { .. })), "{ctx}: delete_records_before({off}) gave {r:?}");
+                        } else {
+                            let start = r.expect("delete records");
+                            assert_eq!(start, off.max(m.log_start), "{ctx}: delete_records_before({off})");
+                            m.log_start = start;
+                        }
+                    }
+                }
+                assert_eq!(log.log_end_offset(), m.end(), "{ctx}: log end");
+                assert_eq!(log.log_start_offset(), m.log_start, "{ctx}: log start");
+            }
+            let count = |r: std::ops::RangeInclusive<usize>| kinds[r].iter().sum::<usize>();
+            eprintln!(
+                "opfuzz seed {seed}: {} appends, {} reads, {} closes, {} crashes, {} retentions, {} deletes; \
+                 {} bytes appended, tail cache evicted: {evicted}, log [{}, {})",
+                count(0..=56),
+                count(57..=76),
+                count(81..=84),
+                count(85..=89),
+                count(90..=94),
+                count(95..=99),
+                appended_bytes,
+                m.log_start,
+                m.end()
+            );
+            log.close().await.expect("final close");
+            drop(log);
+            assert_trimmed(&d, &m, true, "opfuzz final close");
+            let log = reopen(&d, c).await;
+            check_all(&log, &m, &format!("opfuzz seed {seed} final")).await;
+        });
+    }
+
+    #[test]
+    fn opfuzz_random_operations_match_the_model() {
+        if let Some(seed) = std::env::var("OPFUZZ_SEED").ok().and_then(|s| s.parse().ok()) {
+            return opfuzz(seed, 400);
+        }
+        for seed in [1, 2, 3, 0xC0FFEE] {
+            opfuzz(seed, 250);
+        }
+    }
 }
