@@ -46,11 +46,11 @@ target/release/corestream topic create "$TOPIC" --partitions "$PARTITIONS" -b "$
 run() { # label, then rdkafka_performance arguments
     local label=$1; shift
     local line
-    line=$("$TOOL" "$@" -b "$BROKER" -t "$TOPIC" -q 2>&1 | grep -E '% [0-9]+ messages' | tail -1)
+    line=$("$TOOL" "$@" -b "$BROKER" -t "$TOPIC" -q 2>&1 | grep -E '% [0-9]+ messages .*(delivered|consumed) in' | tail -1)
     printf '%-34s %s\n' "$label" "$line"
 }
 echo "broker $BROKER, $MSGS x $SIZE B records, $PARTITIONS partitions, librdkafka $("$TOOL" -X list 2>/dev/null | head -0; echo 2.12.1)"
 run "produce acks=1"   -P -s "$SIZE" -c "$MSGS" -a 1  -X linger.ms=5 -X batch.size=1000000
 run "produce acks=all" -P -s "$SIZE" -c "$MSGS" -a -1 -X linger.ms=5 -X batch.size=1000000
-parts=$(seq -s, 0 $((PARTITIONS - 1)))
-run "consume (from beginning)" -C -p "$parts" -o beginning -c "$((MSGS * 2))" -X fetch.wait.max.ms=100
+parts=(); for p in $(seq 0 $((PARTITIONS - 1))); do parts+=(-p "$p"); done
+run "consume (from beginning)" -C "${parts[@]}" -o beginning -c "$((MSGS * 2))" -X fetch.wait.max.ms=100
