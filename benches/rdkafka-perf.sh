@@ -46,7 +46,7 @@ target/release/corestream topic create "$TOPIC" --partitions "$PARTITIONS" -b "$
 run() { # label, then rdkafka_performance arguments
     local label=$1; shift
     local line
-    line=$("$TOOL" "$@" -b "$BROKER" -t "$TOPIC" -q 2>&1 | grep -E '% [0-9]+ messages .*(delivered|consumed) in' | tail -1)
+    line=$("$TOOL" "$@" -b "$BROKER" -t "$TOPIC" -q 2>&1 | grep -E '% [0-9]+ messages .* in [0-9]+ms' | tail -1)
     printf '%-34s %s\n' "$label" "$line"
 }
 echo "broker $BROKER, $MSGS x $SIZE B records, $PARTITIONS partitions, librdkafka $("$TOOL" -X list 2>/dev/null | head -0; echo 2.12.1)"
