@@ -186,6 +186,14 @@ pub struct BrokerConfig {
     pub min_insync_replicas: i64,
     /// Run glommio's busy-poll for this many microseconds before parking (0 = park at once).
     pub spin_before_park_us: u64,
+    /// Where shard 0 serves `/metrics` (None: no admin endpoint).
+    pub admin_listen: Option<SocketAddr>,
+    /// io_uring buffer memory per core (0: glommio's default).
+    pub io_memory_bytes: usize,
+    /// Scheduler shares of background work (retention) against request handling's 1000.
+    pub background_shares: usize,
+    /// Report tasks that hold a reactor longer than this (0: stall detection off).
+    pub stall_threshold_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -213,6 +221,10 @@ impl Default for BrokerConfig {
             compression_type: "producer".to_string(),
             min_insync_replicas: 1,
             spin_before_park_us: 0,
+            admin_listen: Some("127.0.0.1:9644".parse().expect("literal address")),
+            io_memory_bytes: 0,
+            background_shares: 100,
+            stall_threshold_ms: 0,
         }
     }
 }
@@ -276,6 +288,21 @@ impl BrokerConfig {
             }
             "min.insync.replicas" => self.min_insync_replicas = parse_i64(key, value, 1)?,
             "reactor.spin.before.park.us" => self.spin_before_park_us = parse_i64(key, value, 0)? as u64,
+            "admin.listen" => {
+                self.admin_listen = match value.trim() {
+                    "" | "none" | "off" => None,
+                    v => Some(parse_addr(key, v)?),
+                }
+            }
+            "reactor.io.memory.bytes" => self.io_memory_bytes = parse_i64(key, value, 0)? as usize,
+            "reactor.background.shares" => {
+                let v = parse_i64(key, value, 1)?;
+                if v > 1000 {
+                    return Err(invalid(key, value, "at most 1000 (request handling has 1000)"));
+                }
+                self.background_shares = v as usize;
+            }
+            "reactor.stall.threshold.ms" => self.stall_threshold_ms = parse_i64(key, value, 0)? as u64,
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
         Ok(())
@@ -366,6 +393,11 @@ impl BrokerConfig {
             ("min.insync.replicas", self.min_insync_replicas.to_string()),
             ("default.replication.factor", "1".to_string()),
             ("offsets.topic.replication.factor", "1".to_string()),
+            ("admin.listen", self.admin_listen.map(|a| a.to_string()).unwrap_or_else(|| "none".into())),
+            ("reactor.spin.before.park.us", self.spin_before_park_us.to_string()),
+            ("reactor.io.memory.bytes", self.io_memory_bytes.to_string()),
+            ("reactor.background.shares", self.background_shares.to_string()),
+            ("reactor.stall.threshold.ms", self.stall_threshold_ms.to_string()),
         ]
     }
 }

@@ -55,6 +55,7 @@
 //! - [`limits`]: every bound, with compile-time checks of their relations.
 //! - [`protocol`]: framing, record batch validation, Kafka error codes. No I/O.
 //! - [`handlers`]: one file per API family; [`handlers::api_versions`] lists what is served.
+//! - [`metrics`]: per-core counters and histograms, the Prometheus admin endpoint.
 //! - [`net`]: listener, connections, ordered responses, backpressure.
 //! - [`shard`]: per-core state, the cross-core mesh, admin changes, the shard table.
 //! - [`storage`]: partition logs, segments, indexes, recovery, retention.
@@ -65,6 +66,7 @@ pub mod cli;
 pub mod config;
 pub mod handlers;
 pub mod limits;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod shard;

@@ -36,6 +36,12 @@ pub struct ServeArgs {
     /// Run shards on exactly these CPUs, e.g. 0,2-5.
     #[arg(long)]
     pub cpuset: Option<String>,
+    /// Leave the last N usable CPUs free (for interrupts, clients, other processes).
+    #[arg(long = "reserve-cores", default_value_t = 0)]
+    pub reserve_cores: usize,
+    /// Address of the admin endpoint serving /metrics ("none" to disable).
+    #[arg(long)]
+    pub admin: Option<String>,
 }
 
 /// Parses a CPU list like `0,2-5`.
@@ -62,6 +68,26 @@ pub fn parse_cpuset(s: &str) -> anyhow::Result<Vec<usize>> {
         bail!("at most {} shards", crate::limits::SHARDS_MAX);
     }
     Ok(out)
+}
+
+/// The CPUs to run shards on: `--cpuset` exactly, else the first `--cores` of
+/// the allowed CPUs, else all of them; minus the last `reserve` of that choice.
+pub fn select_cpus(cpuset: Option<&str>, cores: Option<usize>, reserve: usize, allowed: &[usize]) -> anyhow::Result<Vec<usize>> {
+    let mut cpus: Vec<usize> = match (cpuset, cores) {
+        (Some(s), _) => parse_cpuset(s)?,
+        (None, Some(n)) => {
+            if n == 0 || n > allowed.len() {
+                bail!("--cores {n}: this process may use {} CPUs", allowed.len());
+            }
+            allowed.iter().copied().take(n).collect()
+        }
+        (None, None) => allowed.to_vec(),
+    };
+    if reserve >= cpus.len() {
+        bail!("--reserve-cores {reserve} leaves no CPU for shards (of {})", cpus.len());
+    }
+    cpus.truncate(cpus.len() - reserve);
+    Ok(cpus)
 }
 
 /// CPUs this process may run on (its affinity mask).
@@ -121,6 +147,9 @@ pub fn build_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     if let Some(d) = &args.data_dir {
         cfg.data_dir = d.clone();
     }
+    if let Some(a) = &args.admin {
+        cfg.set("admin.listen", a)?;
+    }
     Ok(cfg)
 }
 
@@ -140,17 +169,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .try_init();
     let cfg = build_config(&args)?;
-    let cpus = match (&args.cpuset, args.cores) {
-        (Some(s), _) => parse_cpuset(s)?,
-        (None, Some(n)) => {
-            let all = allowed_cpus();
-            if n == 0 || n > all.len() {
-                bail!("--cores {n}: this process may use {} CPUs", all.len());
-            }
-            all.into_iter().take(n).collect()
-        }
-        (None, None) => allowed_cpus(),
-    };
+    let cpus = select_cpus(args.cpuset.as_deref(), args.cores, args.reserve_cores, &allowed_cpus())?;
     let shards = cpus.len();
     raise_memlock();
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
@@ -183,9 +202,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         if spin > 0 {
             builder = builder.spin_before_park(Duration::from_micros(spin));
         }
+        if cfg.io_memory_bytes > 0 {
+            builder = builder.io_memory(cfg.io_memory_bytes);
+        }
+        if cfg.stall_threshold_ms > 0 {
+            builder = builder.detect_stalls(Some(Box::new(StallThreshold(Duration::from_millis(cfg.stall_threshold_ms)))));
+        }
         let handle = builder
             .spawn(move || async move {
                 let listen = cfg.listen;
+                let background_shares = cfg.background_shares;
+                let admin = cfg.admin_listen.filter(|_| id == 0);
                 let shard = match Shard::start(id, shards, cfg, image, mesh).await {
                     Ok(s) => s,
                     Err(e) => {
@@ -209,14 +236,31 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 if id == 0 && listener.is_some() {
                     tracing::info!(%listen, advertise = %shard.config.advertise, shards, data_dir = %shard.config.data_dir.display(), "corestream ready");
                 }
+                glommio::spawn_local(crate::metrics::stall_probe(shard.clone())).detach();
+                // Background work runs in its own task queue with fewer shares, so it cannot starve requests.
+                let background = glommio::executor()
+                    .create_task_queue(glommio::Shares::Static(background_shares), glommio::Latency::NotImportant, "background");
                 let interval = Duration::from_millis(shard.config.log_retention_check_interval_ms.max(1) as u64);
                 let s = shard.clone();
-                let retention = glommio::spawn_local(async move {
-                    loop {
-                        glommio::timer::sleep(interval).await;
-                        s.retention_pass().await;
+                let retention = glommio::spawn_local_into(
+                    async move {
+                        loop {
+                            glommio::timer::sleep(interval).await;
+                            s.retention_pass().await;
+                        }
+                    },
+                    background,
+                )
+                .expect("the background task queue was just created");
+                if let Some(addr) = admin {
+                    match glommio::net::TcpListener::bind(addr) {
+                        Ok(l) => {
+                            tracing::info!(%addr, "metrics at http://{addr}/metrics");
+                            glommio::spawn_local(crate::metrics::http::serve(shard.clone(), l)).detach();
+                        }
+                        Err(e) => tracing::warn!(%addr, error = %e, "cannot serve the admin endpoint; continuing without it"),
                     }
-                });
+                }
                 let s = shard.clone();
                 let stop_w = stop.clone();
                 glommio::spawn_local(async move {
@@ -260,6 +304,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sets glommio's stall threshold; glommio's own handler logs each stall with its backtrace.
+#[derive(Debug)]
+struct StallThreshold(Duration);
+
+impl glommio::StallDetectionHandler for StallThreshold {
+    fn threshold(&self, _queue: glommio::TaskQueueHandle, _max_expected: Duration) -> Option<Duration> {
+        Some(self.0)
+    }
+}
+
 /// Takes an exclusive lock on the data directory so two brokers never share it.
 fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     use std::os::unix::io::AsRawFd;
@@ -283,5 +337,16 @@ mod tests {
         assert!(parse_cpuset("4-2").is_err());
         assert!(parse_cpuset("x").is_err());
         assert!(parse_cpuset("").is_err());
+    }
+
+    #[test]
+    fn cpu_selection_honours_cores_cpuset_and_reserve() {
+        let allowed = [0, 1, 2, 3];
+        assert_eq!(select_cpus(None, None, 0, &allowed).unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(select_cpus(None, Some(2), 0, &allowed).unwrap(), vec![0, 1]);
+        assert_eq!(select_cpus(None, None, 1, &allowed).unwrap(), vec![0, 1, 2]);
+        assert_eq!(select_cpus(Some("1-3"), None, 1, &allowed).unwrap(), vec![1, 2]);
+        assert!(select_cpus(None, Some(5), 0, &allowed).is_err());
+        assert!(select_cpus(None, None, 4, &allowed).is_err());
     }
 }

@@ -37,10 +37,13 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             None => return,
             Some(Ok(stream)) => {
                 let s = shard.clone();
+                crate::metrics::add(&shard.metrics.connections_accepted, 1);
                 glommio::spawn_local(async move {
-                    if let Err(e) = serve(s, stream).await {
+                    crate::metrics::add(&s.metrics.connections_open, 1);
+                    if let Err(e) = serve(s.clone(), stream).await {
                         tracing::debug!(error = %e, "connection closed");
                     }
+                    s.metrics.connections_open.set(s.metrics.connections_open.get() - 1);
                 })
                 .detach();
             }
@@ -64,6 +67,9 @@ enum ConnError {
 
 type Queued = glommio::task::JoinHandle<Result<Option<bytes::Bytes>, ()>>;
 
+/// A started request as the writer sees it: its response, budget units, api key, start time.
+type InFlight = (Queued, usize, i16, std::time::Instant);
+
 async fn serve(shard: Rc<Shard>, mut stream: TcpStream) -> Result<(), ConnError> {
     stream.set_nodelay(true).map_err(|e| std::io::Error::other(e.to_string()))?;
     // SAFETY: dup returns a new descriptor we own; the writer stream takes ownership of it.
@@ -73,14 +79,19 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) -> Result<(), ConnError>
     }
     // SAFETY: `wfd` is a valid, owned socket descriptor.
     let mut writer = unsafe { TcpStream::from_raw_fd(wfd) };
-    let (tx, rx) = local_channel::new_bounded::<(Queued, usize)>(CONNECTION_INFLIGHT_REQUESTS_MAX);
+    let (tx, rx) = local_channel::new_bounded::<InFlight>(CONNECTION_INFLIGHT_REQUESTS_MAX);
     let conn_budget = Rc::new(Semaphore::new(CONNECTION_INFLIGHT_BYTES_MAX as u64));
     let budget_w = conn_budget.clone();
     let core_w = shard.inflight_bytes.clone();
     let shard_w = shard.clone();
     let writer_task = glommio::spawn_local(async move {
-        while let Some((handle, units)) = rx.recv().await {
+        while let Some((handle, units, api_key, started)) = rx.recv().await {
             let out = handle.await;
+            let failed = !matches!(out, Some(Ok(_)));
+            shard_w.metrics.record_request(api_key, started.elapsed().as_micros() as u64, failed);
+            if let Some(Ok(Some(bytes))) = &out {
+                crate::metrics::add(&shard_w.metrics.bytes_out, bytes.len() as u64);
+            }
             budget_w.signal(units as u64);
             core_w.signal(units as u64);
             shard_w.inflight_requests.set(shard_w.inflight_requests.get() - 1);
@@ -120,6 +131,8 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) -> Result<(), ConnError>
                 break 'conn Ok(());
             }
             shard.inflight_requests.set(shard.inflight_requests.get() + 1);
+            let arrived = std::time::Instant::now();
+            let api_key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]])).unwrap_or(-1);
             let started = match parse_request(frame) {
                 Ok(req) => handlers::start(&shard, req).await.map_err(ConnError::from),
                 Err(e) => Err(e.into()),
@@ -141,7 +154,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) -> Result<(), ConnError>
                 })
             })
             .detach();
-            if tx.send((handle, units)).await.is_err() {
+            if tx.send((handle, units, api_key, arrived)).await.is_err() {
                 break 'conn Ok(());
             }
         }
@@ -150,6 +163,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) -> Result<(), ConnError>
             Ok(n) => n,
             Err(e) => break Err(e.into()),
         };
+        crate::metrics::add(&shard.metrics.bytes_in, n as u64);
         buf.extend_from_slice(&chunk[..n]);
     };
     drop(tx);

@@ -37,6 +37,7 @@ pub enum Op {
     ListOffsets { topic: String, partition: i32, timestamp: i64 },
     DeleteRecords { topic: String, partition: i32, offset: i64 },
     LogDirs,
+    Metrics,
     Apply { image: MetadataImage },
     Admin(AdminOp),
 }
@@ -49,6 +50,7 @@ pub enum Reply {
     ListOffsets(Result<(i64, i64), i16>),
     DeleteRecords(Result<i64, i16>),
     LogDirs(Vec<(String, i32, u64)>),
+    Metrics(Vec<crate::metrics::Sample>),
     Applied,
     Admin(Vec<AdminResult>),
 }
@@ -131,6 +133,7 @@ pub struct Shard {
     pub inflight_requests: Cell<usize>,
     pub shutting_down: Cell<bool>,
     pub fetch_sessions: RefCell<crate::handlers::fetch_session::FetchSessions>,
+    pub metrics: crate::metrics::CoreMetrics,
     meta_path: PathBuf,
 }
 
@@ -167,6 +170,7 @@ impl Shard {
             inflight_requests: Cell::new(0),
             shutting_down: Cell::new(false),
             fetch_sessions: RefCell::new(Default::default()),
+            metrics: Default::default(),
             meta_path,
         });
         shard.apply_image(image).await;
@@ -201,6 +205,7 @@ impl Shard {
     fn on_message(self: &Rc<Self>, msg: Msg) {
         match msg {
             Msg::Request { id, from, op } => {
+                crate::metrics::add(&self.metrics.mesh_received, 1);
                 let me = self.clone();
                 glommio::spawn_local(async move {
                     let reply = me.execute(op).await;
@@ -229,6 +234,7 @@ impl Shard {
         };
         let id = self.next_id.get();
         self.next_id.set(id + 1);
+        crate::metrics::add(&self.metrics.mesh_sent, 1);
         let (tx, rx) = local_channel::new_bounded(1);
         self.waiting.borrow_mut().insert(id, tx);
         if senders.send_to(target, Msg::Request { id, from: self.id, op }).await.is_err() {
@@ -281,6 +287,7 @@ impl Shard {
                 }
                 Reply::LogDirs(out)
             }
+            Op::Metrics => Reply::Metrics(self.local_samples()),
             Op::Apply { image } => {
                 self.apply_image(image).await;
                 Reply::Applied
@@ -506,6 +513,54 @@ impl Shard {
             self.broadcast_image(&image).await;
         }
         results
+    }
+
+    /// Every shard's metric samples, gathered over the mesh.
+    pub async fn gather_metrics(self: &Rc<Self>) -> Vec<crate::metrics::Sample> {
+        let mut out = Vec::new();
+        for s in 0..self.nr_shards {
+            if let Reply::Metrics(v) = self.call(s, Op::Metrics).await {
+                out.extend(v);
+            }
+        }
+        if let Some(rss) = crate::metrics::resident_bytes() {
+            out.push(crate::metrics::sample("corestream_resident_memory_bytes", crate::metrics::Kind::Gauge, "Resident memory of the broker process.", vec![], rss as f64));
+        }
+        out
+    }
+
+    /// This shard's samples: its core counters, its partitions, its reactor.
+    fn local_samples(&self) -> Vec<crate::metrics::Sample> {
+        use crate::metrics::{sample, summary, Kind};
+        let mut out = self.metrics.samples(self.id);
+        let shard = || ("shard", self.id.to_string());
+        let stats = glommio::executor().executor_stats();
+        out.push(sample("corestream_reactor_busy_seconds_total", Kind::Counter, "Time the core's reactor spent running tasks.", vec![shard()], stats.executor_runtime().as_secs_f64()));
+        out.push(sample("corestream_reactor_seconds_total", Kind::Counter, "Time since the core's reactor started.", vec![shard()], stats.total_runtime().as_secs_f64()));
+        out.push(sample("corestream_inflight_requests", Kind::Gauge, "Requests read and not yet answered on this core.", vec![shard()], self.inflight_requests.get() as f64));
+        let mut fsync = crate::metrics::new_histogram();
+        let (mut fsyncs, mut memory) = (0u64, 0u64);
+        for (topic, parts) in self.logs.borrow().iter() {
+            for (i, log) in parts.iter().enumerate() {
+                let Some(log) = log else { continue };
+                let labels = || vec![shard(), ("topic", topic.clone()), ("partition", i.to_string())];
+                let st = &log.stats;
+                out.push(sample("corestream_partition_produced_bytes_total", Kind::Counter, "Record batch bytes appended, by partition.", labels(), st.appended_bytes.get() as f64));
+                out.push(sample("corestream_partition_produced_records_total", Kind::Counter, "Records appended, by partition.", labels(), st.appended_records.get() as f64));
+                out.push(sample("corestream_partition_fetched_bytes_total", Kind::Counter, "Record batch bytes read for fetches, by partition.", labels(), st.read_bytes.get() as f64));
+                out.push(sample("corestream_partition_log_end_offset", Kind::Gauge, "Log end offset, by partition.", labels(), log.log_end_offset() as f64));
+                out.push(sample("corestream_partition_size_bytes", Kind::Gauge, "Bytes of segments on disk, by partition.", labels(), log.size_bytes() as f64));
+                fsyncs += st.fsyncs.get();
+                if let Ok(sum) = fsync.checked_add(&st.fsync_us.borrow()) {
+                    fsync = sum;
+                }
+                memory += log.memory_bytes() as u64;
+            }
+        }
+        out.push(sample("corestream_fsyncs_total", Kind::Counter, "fdatasync calls on segment files.", vec![shard()], fsyncs as f64));
+        out.push(summary("corestream_fsync_latency_seconds", "fdatasync latency on segment files.", vec![shard()], &fsync, 1e-6));
+        out.push(sample("corestream_log_memory_bytes", Kind::Gauge, "Bytes held in memory by partition logs (tail cache and unwritten batches).", vec![shard()], memory as f64));
+        out
     }
 
     /// Applies retention on this shard's partitions.

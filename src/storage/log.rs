@@ -26,7 +26,7 @@
 //! continuity is checked, the first bad byte and everything after it is
 //! truncated, and the indexes are rebuilt.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -218,6 +218,36 @@ pub struct PartitionLog {
     pub data_arrived: LocalNotify,
     /// Fires when the written or durable offset moves, or the log fails.
     progress: LocalNotify,
+    /// Counters for the metrics endpoint (this core only).
+    pub stats: LogStats,
+}
+
+/// What a partition log has done, for metrics.
+pub struct LogStats {
+    pub appended_bytes: Cell<u64>,
+    pub appended_records: Cell<u64>,
+    pub read_bytes: Cell<u64>,
+    pub fsyncs: Cell<u64>,
+    pub fsync_us: RefCell<histogram::Histogram>,
+}
+
+impl Default for LogStats {
+    fn default() -> Self {
+        LogStats {
+            appended_bytes: Cell::new(0),
+            appended_records: Cell::new(0),
+            read_bytes: Cell::new(0),
+            fsyncs: Cell::new(0),
+            fsync_us: RefCell::new(crate::metrics::new_histogram()),
+        }
+    }
+}
+
+impl LogStats {
+    fn synced(&self, started: std::time::Instant) {
+        crate::metrics::add(&self.fsyncs, 1);
+        let _ = self.fsync_us.borrow_mut().increment(started.elapsed().as_micros() as u64);
+    }
 }
 
 impl PartitionLog {
@@ -239,6 +269,11 @@ impl PartitionLog {
 
     pub fn size_bytes(&self) -> u64 {
         self.st.borrow().segments.values().map(|s| s.size).sum()
+    }
+
+    /// Bytes this log holds in memory: the tail cache (which includes unwritten batches).
+    pub fn memory_bytes(&self) -> usize {
+        self.st.borrow().cache_bytes
     }
 
     pub fn segment_count(&self) -> usize {
@@ -356,6 +391,7 @@ impl PartitionLog {
             st: RefCell::new(st),
             data_arrived: LocalNotify::default(),
             progress: LocalNotify::default(),
+            stats: LogStats::default(),
         }))
     }
 
@@ -424,6 +460,8 @@ impl PartitionLog {
         st.cache.push_back(CachedBatch { base_offset, last_offset: header.last_offset(), bytes });
         st.unsynced_messages += count;
         st.assert_offsets();
+        crate::metrics::add(&self.stats.appended_bytes, len);
+        crate::metrics::add(&self.stats.appended_records, count as u64);
         let info = AppendInfo {
             base_offset,
             last_offset: header.last_offset(),
@@ -588,7 +626,9 @@ impl PartitionLog {
             (last_written.and_then(|s| s.file.clone()), target)
         };
         if let Some(file) = file {
+            let started = std::time::Instant::now();
             file.fdatasync().await.map_err(|e| io_err("fdatasync", e))?;
+            self.stats.synced(started);
             #[cfg(test)]
             tests::trace_io("sync", &file);
         }
@@ -678,7 +718,9 @@ impl PartitionLog {
             (seg.file.clone(), seg.size, seg.index.encode(), seg.time_index.encode())
         };
         if let Some(file) = file {
+            let started = std::time::Instant::now();
             file.fdatasync().await.map_err(|e| io_err("fdatasync", e))?;
+            self.stats.synced(started);
             #[cfg(test)]
             tests::trace_io("sync", &file);
             file.truncate(size).await.map_err(|e| io_err("trimming segment", e))?;
@@ -694,6 +736,14 @@ impl PartitionLog {
     /// Reads whole batches starting with the one holding `offset`, up to about
     /// `max_bytes` (always at least one batch when there is data).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        let r = self.read_inner(offset, max_bytes).await;
+        if let Ok(r) = &r {
+            crate::metrics::add(&self.stats.read_bytes, r.records.len() as u64);
+        }
+        r
+    }
+
+    async fn read_inner(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
         let (mut result, disk) = {
             let st = self.st.borrow();
             let result = ReadResult {
@@ -886,7 +936,9 @@ impl PartitionLog {
         };
         if let Some(file) = file {
             file.truncate(size).await.map_err(|e| io_err("trimming segment", e))?;
+            let started = std::time::Instant::now();
             file.fdatasync().await.map_err(|e| io_err("fdatasync", e))?;
+            self.stats.synced(started);
             #[cfg(test)]
             tests::trace_io("sync", &file);
         }

@@ -199,6 +199,8 @@ impl Broker {
             .arg(&self.data_dir)
             .arg("--cores")
             .arg(self.cores.to_string());
+        // Tests run brokers in parallel: no shared admin port unless a test asks for one.
+        cmd.arg("--set").arg("admin.listen=none");
         for s in &self.sets {
             cmd.arg("--set").arg(s);
         }

@@ -1,0 +1,56 @@
+//! The admin endpoint serves Prometheus text whose counters follow real traffic.
+
+mod common;
+
+use std::io::{Read, Write};
+
+use common::*;
+
+fn scrape(port: u16, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the admin port");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the response");
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP response");
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
+/// The sum over shards of every sample of `name` whose labels contain `filter`.
+fn total(body: &str, name: &str, filter: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn metrics_follow_produce_traffic() {
+    let admin = free_port();
+    let admin_set = format!("admin.listen=127.0.0.1:{admin}");
+    let broker = Broker::start(2, &[admin_set.as_str()]);
+    let topic = unique("metrics");
+    create_topic(&broker.addr(), &topic, 4, &[]);
+
+    let (_, before) = scrape(admin, "/metrics");
+    assert_eq!(total(&before, "corestream_partition_produced_records_total", &topic), 0.0);
+
+    let n = 200;
+    let records: Vec<TestRecord> = (0..n).map(|i| TestRecord::value(format!("m{i}"))).collect();
+    let mut cfg = producer_config(&broker.addr());
+    cfg.set("acks", "all");
+    let acked = produce_ok(&cfg, &topic, &records);
+    assert_eq!(acked.len(), n);
+
+    let (status, body) = scrape(admin, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body.matches("# TYPE corestream_requests_total counter").count(), 1, "one TYPE line per family");
+    assert_eq!(total(&body, "corestream_partition_produced_records_total", &topic), n as f64);
+    assert!(total(&body, "corestream_requests_total", "api=\"Produce\"") >= 1.0);
+    assert!(total(&body, "corestream_fsyncs_total", "") >= 1.0, "acks=all produce must have synced");
+    assert!(total(&body, "corestream_bytes_in_total", "") > 0.0);
+    assert!(body.contains("shard=\"0\"") && body.contains("shard=\"1\""), "both shards report");
+
+    let (status, _) = scrape(admin, "/nope");
+    assert!(status.contains("404"), "{status}");
+}
