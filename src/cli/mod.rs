@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod serve;
+pub mod tune;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ pub enum Command {
     Produce(client::ProduceArgs),
     /// Consume records and print them, one per line.
     Consume(client::ConsumeArgs),
+    /// Check, and with --apply set, the host settings a bare-metal broker wants.
+    Tune(tune::TuneArgs),
 }
 
 /// Entry point: parses arguments, runs the command, prints errors as one line.
@@ -34,6 +37,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Topic(cmd) => client::topic(cmd),
         Command::Produce(args) => client::produce(args),
         Command::Consume(args) => client::consume(args),
+        Command::Tune(args) => tune::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

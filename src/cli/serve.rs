@@ -44,6 +44,9 @@ pub struct ServeArgs {
     pub admin: Option<String>,
 }
 
+/// How often each shard looks for logs whose `flush.ms` has passed.
+const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Parses a CPU list like `0,2-5`.
 pub fn parse_cpuset(s: &str) -> anyhow::Result<Vec<usize>> {
     let mut out = Vec::new();
@@ -252,6 +255,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                     background,
                 )
                 .expect("the background task queue was just created");
+                let s = shard.clone();
+                let flusher = glommio::spawn_local_into(
+                    async move {
+                        loop {
+                            glommio::timer::sleep(FLUSH_CHECK_INTERVAL).await;
+                            s.flush_pass().await;
+                        }
+                    },
+                    background,
+                )
+                .expect("the background task queue was just created");
                 if let Some(addr) = admin {
                     match glommio::net::TcpListener::bind(addr) {
                         Ok(l) => {
@@ -284,6 +298,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 }
                 barrier(&drained, shards).await;
                 drop(retention);
+                drop(flusher);
                 shard.close_logs().await;
                 barrier(&closed, shards).await;
             })

@@ -574,6 +574,17 @@ impl Shard {
         }
     }
 
+    /// Syncs logs whose `flush.ms` has passed (acks=0/1 data otherwise waits for the next write).
+    pub async fn flush_pass(&self) {
+        let logs: Vec<Rc<PartitionLog>> = self.logs.borrow().values().flatten().flatten().cloned().collect();
+        let now = now_ms();
+        for log in logs {
+            if let Err(e) = log.sync_if_due(now).await {
+                tracing::warn!(dir = %log.dir().display(), error = %e, "periodic flush failed");
+            }
+        }
+    }
+
     /// Flushes and closes every log on this shard.
     pub async fn close_logs(&self) {
         let logs: Vec<Rc<PartitionLog>> = self.logs.borrow().values().flatten().flatten().cloned().collect();

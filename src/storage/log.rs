@@ -505,6 +505,19 @@ impl PartitionLog {
         }
     }
 
+    /// Syncs when `flush.ms` has passed since the last sync and written data is not yet durable.
+    pub async fn sync_if_due(self: &Rc<Self>, now: i64) -> Result<(), LogError> {
+        let end = {
+            let st = self.st.borrow();
+            let flush_ms = self.cfg.borrow().flush_ms;
+            if flush_ms == i64::MAX || st.log_end <= st.durable_offset || now - st.last_sync_ms < flush_ms {
+                return Ok(());
+            }
+            st.log_end
+        };
+        self.wait_durable(end).await
+    }
+
     async fn wait_pending_below(&self, limit: usize) -> Result<(), LogError> {
         loop {
             let listener = self.progress.listen();
@@ -759,16 +772,29 @@ impl PartitionLog {
                 return Ok(result);
             }
             if st.cache.front().is_some_and(|c| c.base_offset <= offset) {
-                let mut out = BytesMut::new();
                 let first = st.cache.partition_point(|c| c.last_offset < offset);
+                let mut picked: Vec<&Bytes> = Vec::new();
+                let mut len = 0usize;
                 for c in st.cache.iter().skip(first) {
-                    if c.base_offset >= st.high_watermark || (!out.is_empty() && out.len() + c.bytes.len() > max_bytes) {
+                    if c.base_offset >= st.high_watermark || (len > 0 && len + c.bytes.len() > max_bytes) {
                         break;
                     }
-                    out.extend_from_slice(&c.bytes);
+                    len += c.bytes.len();
+                    picked.push(&c.bytes);
                 }
                 let mut result = result;
-                result.records = out.freeze();
+                // One batch goes out as it is (no copy); several are joined.
+                result.records = match picked.as_slice() {
+                    [] => Bytes::new(),
+                    [one] => (*one).clone(),
+                    many => {
+                        let mut out = BytesMut::with_capacity(len);
+                        for b in many {
+                            out.extend_from_slice(b);
+                        }
+                        out.freeze()
+                    }
+                };
                 return Ok(result);
             }
             // From disk: the segment holding `offset` and where to start scanning in it.
@@ -1026,45 +1052,52 @@ async fn read_range(file: &DmaFile, pos: u64, end: u64, out: &mut BytesMut) -> R
 /// Reads whole batches from `position` up to `end` in a segment, skipping
 /// batches wholly below `offset`, until `max_bytes` (at least one batch).
 async fn read_batches(file: &DmaFile, position: u64, end: u64, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+    // Everything read stays in `buf`; the answer is the slice [first, taken) of it,
+    // handed out without another copy.
     let mut buf = BytesMut::new();
     let mut pos = position;
-    let mut out = BytesMut::new();
+    let mut at = 0usize;
+    let mut first: Option<usize> = None;
     loop {
+        let taken = at - first.unwrap_or(at);
         // Make sure a whole header is buffered, then the whole batch.
-        if buf.len() < BATCH_HEADER_BYTES {
+        let Some(rest) = buf.get(at..).filter(|r| r.len() >= BATCH_HEADER_BYTES) else {
             if pos >= end {
                 break;
             }
-            let want = (end - pos).min((max_bytes.max(64 * 1024) as u64).min(DMA_READ_BYTES_MAX as u64));
+            let want = (end - pos).min((max_bytes.saturating_sub(taken).max(64 * 1024) as u64).min(DMA_READ_BYTES_MAX as u64));
             read_range(file, pos, pos + want, &mut buf).await?;
             pos += want;
             continue;
-        }
-        let h = BatchHeader::parse(&buf).map_err(|e| io_err("corrupt batch header on disk", e))?;
+        };
+        let h = BatchHeader::parse(rest).map_err(|e| io_err("corrupt batch header on disk", e))?;
         let total = h.total_bytes();
-        if buf.len() < total {
+        if rest.len() < total {
             if pos >= end {
                 return Err(LogError::Io("batch extends past the written end of its segment".into()));
             }
-            let want = ((total - buf.len()) as u64).max(64 * 1024).min(end - pos);
+            let want = ((total - rest.len()) as u64).max(64 * 1024).min(end - pos);
             read_range(file, pos, pos + want, &mut buf).await?;
             pos += want;
             continue;
         }
-        let b = buf.split_to(total);
         if h.last_offset() < offset {
+            at += total;
             continue;
         }
-        batch::check_stored_batch(&b).map_err(|e| io_err("corrupt batch on disk", e))?;
-        if !out.is_empty() && out.len() + total > max_bytes {
+        if taken > 0 && taken + total > max_bytes {
             break;
         }
-        out.extend_from_slice(&b);
-        if out.len() >= max_bytes {
+        batch::check_stored_batch(&rest[..total]).map_err(|e| io_err("corrupt batch on disk", e))?;
+        first.get_or_insert(at);
+        at += total;
+        if at - first.unwrap_or(at) >= max_bytes {
             break;
         }
     }
-    Ok(out.freeze())
+    let Some(first) = first else { return Ok(Bytes::new()) };
+    buf.truncate(at);
+    Ok(buf.split_off(first).freeze())
 }
 
 /// Inside one batch, the offset and timestamp of the first record with a
@@ -1683,6 +1716,27 @@ mod tests {
             crash(log).await;
             let log = reopen(&d, cfg(64 * 1024)).await;
             check_all(&log, &m, "after crash").await;
+        });
+    }
+
+    #[test]
+    fn flush_ms_syncs_queued_data_without_further_writes() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut c = cfg(1 << 20);
+            c.flush_ms = 10_000;
+            let log = PartitionLog::open(dir.path().join("p"), c).await.unwrap();
+            let b = make_batch(0, 3, 100, 5);
+            log.append(b, 0, Durability::Queued).await.unwrap();
+            let end = log.log_end_offset();
+            // Not due yet: nothing synced by the check.
+            log.sync_if_due(log.st.borrow().last_sync_ms).await.unwrap();
+            assert!(log.st.borrow().durable_offset < end);
+            // Due: synced, and the fsync is counted.
+            let fsyncs = log.stats.fsyncs.get();
+            log.sync_if_due(now_ms() + 20_000).await.unwrap();
+            assert_eq!(log.st.borrow().durable_offset, end);
+            assert!(log.stats.fsyncs.get() > fsyncs);
         });
     }
 
