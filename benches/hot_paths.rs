@@ -17,7 +17,8 @@
 //!    1 KiB, vs CRC-32C alone over the bytes it covers (the floor), vs kafka-protocol's
 //!    `RecordBatchDecoder::decode` (materialising records: what the broker avoids).
 //! 3. `append`: `PartitionLog::append` (acks=1 `Queued`, acks=all `Synced`) of 1 KiB and
-//!    16 KiB batches in a glommio executor, vs `std::fs` buffered `write` (+ `fdatasync`).
+//!    16 KiB batches in a glommio executor, vs `std::fs` buffered `write` (+ `fdatasync`,
+//!    into a plain growing file and into a preallocated one).
 //! 4. `index_lookup`: `OffsetIndex::lookup` over 250k entries vs a linear scan vs a BTreeMap.
 //! 5. `fetch_read`: `PartitionLog::read` of 1 MiB from the in-memory tail vs from disk (DMA
 //!    read plus a CRC check of every batch) vs a `pread` of the same bytes from the page cache.
@@ -300,6 +301,29 @@ enum StdMode {
     WriteSustained,
     /// `write(2)` + `fdatasync` per batch.
     WriteFdatasyncEach,
+    /// The same into a file preallocated with `fallocate(FALLOC_FL_KEEP_SIZE)`, as the log
+    /// preallocates its segments: separates the cost of block allocation from the rest.
+    PreallocWriteFdatasyncEach,
+}
+
+impl StdMode {
+    fn sync_each(self) -> bool {
+        matches!(self, StdMode::WriteFdatasyncEach | StdMode::PreallocWriteFdatasyncEach)
+    }
+}
+
+/// Empties the baseline file and, for the preallocating mode, reserves its blocks again
+/// (truncation frees blocks past the end, preallocated or not).
+fn reset_std_file(file: &File, mode: StdMode) {
+    use std::os::fd::AsRawFd;
+    file.set_len(0).expect("truncating");
+    if mode == StdMode::PreallocWriteFdatasyncEach {
+        let len = (RECREATE_BYTES + DRAIN_BYTES) as libc::off_t;
+        // SAFETY: fallocate on an open, owned file descriptor; no memory is passed.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
+        assert_eq!(rc, 0, "fallocate: {}", std::io::Error::last_os_error());
+    }
+    file.sync_all().expect("fsync");
 }
 
 async fn open_fresh_log(root: &Path, generation: &mut u32, template: &BytesMut) -> Rc<PartitionLog> {
@@ -364,13 +388,13 @@ fn std_append(root: &Path, template: &[u8], iters: u64, mode: StdMode) -> Durati
         .append(true)
         .open(&path)
         .expect("opening the baseline file");
-    file.set_len(0).expect("truncating");
+    reset_std_file(&file, mode);
     let len = template.len() as u64;
     let (mut in_file, mut since_drain) = (0u64, 0u64);
     let mut watch = Stopwatch::started();
     for _ in 0..iters {
         file.write_all(template).expect("write");
-        if mode == StdMode::WriteFdatasyncEach {
+        if mode.sync_each() {
             file.sync_data().expect("fdatasync");
         }
         in_file += len;
@@ -383,8 +407,7 @@ fn std_append(root: &Path, template: &[u8], iters: u64, mode: StdMode) -> Durati
             file.sync_data().expect("fdatasync");
             if in_file >= RECREATE_BYTES {
                 watch.pause();
-                file.set_len(0).expect("truncating");
-                file.sync_data().expect("fdatasync");
+                reset_std_file(&file, mode);
                 in_file = 0;
             }
             watch.resume();
@@ -422,6 +445,7 @@ fn bench_append(c: &mut Criterion) {
             ("std_write", StdMode::Write),
             ("std_write_sustained", StdMode::WriteSustained),
             ("std_write+fdatasync_each", StdMode::WriteFdatasyncEach),
+            ("std_prealloc_write+fdatasync_each", StdMode::PreallocWriteFdatasyncEach),
         ];
         for (name, mode) in std_benches {
             g.bench_function(BenchmarkId::new(name, &param), |b| {

@@ -61,7 +61,9 @@
 //! - [`storage`]: partition logs, segments, indexes, recovery, retention.
 //! - [`cli`]: `serve` and the client commands (`topic`, `produce`, `consume`) built on librdkafka.
 //! - [`util`]: a millisecond clock and a core-local notification primitive.
+//! - [`bench`]: `corestream bench`, a librdkafka load generator and the side-by-side comparison with peers.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod handlers;

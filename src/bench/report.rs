@@ -279,7 +279,9 @@ pub struct MetricRow {
 /// broker (None where that broker's run failed).
 pub fn metric_rows(results: &[Option<&RunResult>]) -> Vec<MetricRow> {
     type Getter = fn(&RunResult) -> Option<f64>;
-    let lat = |l: &Option<LatencySummary>, f: fn(&LatencySummary) -> u64| l.as_ref().map(|l| f(l) as f64);
+    fn lat(l: &Option<LatencySummary>, f: fn(&LatencySummary) -> u64) -> Option<f64> {
+        l.as_ref().map(|l| f(l) as f64)
+    }
     let defs: Vec<(&str, bool, Getter)> = vec![
         ("produce MB/s", true, |r| Some(r.produce.mb_per_sec)),
         ("produce msg/s", true, |r| Some(r.produce.msg_per_sec)),

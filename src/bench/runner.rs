@@ -972,6 +972,8 @@ fn run_catch_up(w: &Workload, opts: &RunOptions, topic: &str, target: Option<f64
     let backlog_msgs = backlog_bytes.div_ceil(w.message_size as u64);
     let phase_bound = w.duration * super::workload::CATCH_UP_PHASE_DURATION_FACTOR;
     let shared = new_shared(backlog_msgs);
+    // Every record of the backlog counts for acks and latencies.
+    shared.window_start_ns.store(0, Ordering::Relaxed);
 
     // Phase 1: the backlog.
     let barrier = Arc::new(Barrier::new(w.effective_producer_threads() + 1));
@@ -981,8 +983,6 @@ fn run_catch_up(w: &Workload, opts: &RunOptions, topic: &str, target: Option<f64
         return Err(e);
     }
     let t0 = mono_ns();
-    // Everything from now on is "in the window" for acks and latencies.
-    shared.window_start_ns.store(t0, Ordering::Relaxed);
     let cpu_a = sample_cpu(opts.broker_pid);
     let stop_at = t0 + phase_bound.as_nanos() as u64;
     // The producers stop by themselves at the send limit; bound the phase.

@@ -1,6 +1,7 @@
 //! Command line: `corestream serve` and the client commands (`topic`,
 //! `produce`, `consume`) that work against any Kafka-compatible broker.
 
+pub mod bench;
 pub mod client;
 pub mod serve;
 pub mod tune;
@@ -25,6 +26,9 @@ pub enum Command {
     Produce(client::ProduceArgs),
     /// Consume records and print them, one per line.
     Consume(client::ConsumeArgs),
+    /// Load generator: `bench run` one workload, `bench compare` brokers side by side.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Check, and with --apply set, the host settings a bare-metal broker wants.
     Tune(tune::TuneArgs),
 }
@@ -37,6 +41,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Topic(cmd) => client::topic(cmd),
         Command::Produce(args) => client::produce(args),
         Command::Consume(args) => client::consume(args),
+        Command::Bench(cmd) => bench::run(cmd),
         Command::Tune(args) => tune::run(args),
     };
     match result {

@@ -21,7 +21,7 @@ use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
@@ -29,9 +29,15 @@ pub struct TuneArgs {
     /// Apply the recommended settings (needs root for everything but this process's limits).
     #[arg(long)]
     pub apply: bool,
-    /// CPUs the shards run on, as given to `serve --cpuset` (default: every CPU this process may use).
+    /// The shards run on the first N CPUs this process may use (as `serve --cores`).
+    #[arg(long, conflicts_with = "cpuset")]
+    pub cores: Option<usize>,
+    /// The shards run on exactly these CPUs (as `serve --cpuset`); default: every CPU this process may use.
     #[arg(long)]
     pub cpuset: Option<String>,
+    /// The last N of those CPUs are left to interrupts and other processes (as `serve --reserve-cores`).
+    #[arg(long = "reserve-cores", default_value_t = 0)]
+    pub reserve_cores: usize,
     /// The broker's data directory: its block device gets the disk tuners.
     #[arg(long = "data-dir", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -240,9 +246,13 @@ impl Host {
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub is_root: bool,
+    /// This process may raise hard resource limits (CAP_SYS_RESOURCE).
+    pub cap_sys_resource: bool,
+    /// This process's locked memory is not limited (CAP_IPC_LOCK).
+    pub cap_ipc_lock: bool,
     /// CPUs the shards run on.
     pub shard_cpus: Vec<usize>,
-    /// Whether `--cpuset` chose them (otherwise: every CPU the process may use).
+    /// Whether `--cpuset`, `--cores` or `--reserve-cores` chose them (otherwise: every CPU the process may use).
     pub cpuset_given: bool,
     pub online_cpus: Vec<usize>,
     pub data_dir: PathBuf,
@@ -503,8 +513,8 @@ pub fn check_irq_affinity(host: &Host, ctx: &Ctx) -> Check {
         c.reason = if ctx.cpuset_given {
             format!("no spare CPUs: the shards ({shards}) use every online CPU")
         } else {
-            "no spare CPUs: the shards use every CPU; give serve and tune --cpuset and leave 1-2 CPUs per NUMA \
-             node for interrupts"
+            "no spare CPUs: the shards use every CPU; give serve and tune the same --cpuset or --reserve-cores \
+             to leave CPUs for interrupts"
                 .into()
         };
         return c;
@@ -905,8 +915,9 @@ pub fn check_clocksource(host: &Host, _ctx: &Ctx) -> Check {
 pub const MEMLOCK_WANT: Lim = UNLIMITED;
 pub const NOFILE_WANT: u64 = 1_048_576;
 
-/// Decides a resource limit from its current (soft, hard) values. `nr_open` caps RLIMIT_NOFILE.
-pub fn decide_rlimit(res: Rlimit, soft: Lim, hard: Lim, is_root: bool, nr_open: Option<u64>) -> Check {
+/// Decides a resource limit from its current (soft, hard) values. `privileged`: may raise the
+/// hard limit (CAP_SYS_RESOURCE); `ipc_lock`: CAP_IPC_LOCK; `nr_open` caps RLIMIT_NOFILE.
+pub fn decide_rlimit(res: Rlimit, soft: Lim, hard: Lim, privileged: bool, ipc_lock: bool, nr_open: Option<u64>) -> Check {
     let (name, bytes, want) = match res {
         Rlimit::Memlock => ("rlimit.memlock", true, MEMLOCK_WANT),
         Rlimit::Nofile => ("rlimit.nofile", false, Lim(nr_open.map_or(NOFILE_WANT, |n| n.min(NOFILE_WANT)))),
@@ -918,9 +929,10 @@ pub fn decide_rlimit(res: Rlimit, soft: Lim, hard: Lim, is_root: bool, nr_open: 
         Rlimit::Nofile => format!(">= {}", want.0),
     };
     c.reason = match res {
-        Rlimit::Memlock => "glommio needs at least 512 KiB to start and registers its 10 MiB I/O buffer area with \
-                            each io_uring ring of every shard, counted as locked memory unless the process has \
-                            CAP_IPC_LOCK; past the limit it falls back to unregistered buffers"
+        Rlimit::Memlock => "glommio needs at least 512 KiB to start and registers each shard's I/O buffer area \
+                            (reactor.io.memory.bytes, 10 MiB by default) with each of its io_uring rings, counted as \
+                            locked memory unless the process has CAP_IPC_LOCK; past the limit it falls back to \
+                            unregistered buffers"
             .into(),
         Rlimit::Nofile => "segment files and client connections each hold a descriptor; a broker with thousands of \
                            partitions or connections hits a low limit with EMFILE"
@@ -935,8 +947,8 @@ pub fn decide_rlimit(res: Rlimit, soft: Lim, hard: Lim, is_root: bool, nr_open: 
             .into(),
     });
     c.notes.push("setting it here changes this tune process only; the broker gets its limits from its service or shell".into());
-    if res == Rlimit::Memlock && is_root {
-        c.notes.push("running as root: io_uring does not count locked memory against the limit (CAP_IPC_LOCK)".into());
+    if res == Rlimit::Memlock && ipc_lock {
+        c.notes.push("this process has CAP_IPC_LOCK (root): io_uring does not count its locked memory against the limit".into());
     }
     if res == Rlimit::Memlock {
         c.notes.push("`corestream serve` raises its own soft limit to 512 MiB when the hard limit allows".into());
@@ -946,15 +958,21 @@ pub fn decide_rlimit(res: Rlimit, soft: Lim, hard: Lim, is_root: bool, nr_open: 
         return c;
     }
     c.status = Status::Change;
-    if is_root {
+    if privileged {
         c.action = Action::Setrlimit { resource: res, soft: want, hard: hard.max(want) };
     } else if hard > soft {
-        // Without privileges only the soft limit moves, up to the hard limit.
+        // Without CAP_SYS_RESOURCE only the soft limit moves, up to the hard limit.
         let new_soft = hard.min(want);
-        c.notes.push(format!("not root: the soft limit can rise only to the hard limit {}", fmt_lim(hard, bytes)));
+        c.notes.push(format!(
+            "no CAP_SYS_RESOURCE (not root, or a restricted container): the soft limit can rise only to the hard limit {}",
+            fmt_lim(hard, bytes)
+        ));
         c.action = Action::Setrlimit { resource: res, soft: new_soft, hard };
     } else {
-        c.notes.push(format!("not root: the hard limit {} stops it", fmt_lim(hard, bytes)));
+        c.notes.push(format!(
+            "no CAP_SYS_RESOURCE (not root, or a restricted container): the hard limit {} stops it",
+            fmt_lim(hard, bytes)
+        ));
     }
     c
 }
@@ -981,7 +999,7 @@ fn check_rlimit(host: &Host, ctx: &Ctx, res: Rlimit, name: &'static str) -> Chec
     match get_rlimit(res) {
         Ok((soft, hard)) => {
             let nr_open = host.read("/proc/sys/fs/nr_open").ok().and_then(|s| s.parse().ok());
-            decide_rlimit(res, soft, hard, ctx.is_root, nr_open)
+            decide_rlimit(res, soft, hard, ctx.cap_sys_resource, ctx.cap_ipc_lock, nr_open)
         }
         Err(e) => Check::na(name, "this process", format!("getrlimit: {e}")),
     }
@@ -1062,7 +1080,9 @@ pub fn apply_check(t: &Tuner, host: &Host, ctx: &Ctx, mut c: Check) -> Check {
                     refused.join(", ")
                 ));
             }
-            if errors.is_empty() && (after.status == Status::Ok || only_refused_left) {
+            if errors.is_empty() && refused.len() == writes.len() {
+                c.status = Status::NotApplicable;
+            } else if errors.is_empty() && (after.status == Status::Ok || only_refused_left) {
                 c.status = Status::Applied;
             } else {
                 c.status = Status::Failed;
@@ -1157,6 +1177,21 @@ fn detect_container(host: &Host) -> Option<String> {
         .find(|k| cgroup.contains(*k))
         .map(|k| format!("{k} (cgroup of PID 1)"))
 }
+
+/// This process's effective capabilities (a bit mask indexed by CAP_* numbers).
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+const CAP_IPC_LOCK: u32 = 14;
+const CAP_SYS_RESOURCE: u32 = 24;
 
 /// CPUs this process may run on (its affinity mask).
 fn allowed_cpus() -> Vec<usize> {
@@ -1270,18 +1305,19 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     let tuners = select_tuners(&args.only)?;
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
-    let (shard_cpus, cpuset_given) = match &args.cpuset {
-        Some(s) => (super::serve::parse_cpuset(s).context("--cpuset")?, true),
-        None => (allowed_cpus(), false),
-    };
+    let cpuset_given = args.cpuset.is_some() || args.cores.is_some() || args.reserve_cores > 0;
+    let shard_cpus = super::serve::select_cpus(args.cpuset.as_deref(), args.cores, args.reserve_cores, &allowed_cpus())?;
     let online_cpus = host
         .read("/sys/devices/system/cpu/online")
         .ok()
         .and_then(|s| parse_cpulist(&s))
         .unwrap_or_else(|| shard_cpus.clone());
     let dev = data_device(&args.data_dir);
+    let caps = effective_caps();
     let ctx = Ctx {
         is_root,
+        cap_sys_resource: caps & (1 << CAP_SYS_RESOURCE) != 0,
+        cap_ipc_lock: caps & (1 << CAP_IPC_LOCK) != 0,
         shard_cpus,
         cpuset_given,
         online_cpus,
@@ -1353,7 +1389,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
         out.push_str(&format!(
             "shards:    cpu {} ({}); spare for IRQs: {}\n",
             format_cpulist(&ctx.shard_cpus),
-            if cpuset_given { "--cpuset" } else { "every CPU this process may use; choose with --cpuset" },
+            if cpuset_given { "as chosen" } else { "every CPU this process may use; choose with --cpuset or --reserve-cores" },
             if ctx.spare_cpus().is_empty() { "none".to_string() } else { format!("cpu {}", format_cpulist(&ctx.spare_cpus())) }
         ));
         if !numa.is_empty() {
@@ -1421,6 +1457,8 @@ mod tests {
     fn ctx() -> Ctx {
         Ctx {
             is_root: true,
+            cap_sys_resource: true,
+            cap_ipc_lock: true,
             shard_cpus: vec![0, 1],
             cpuset_given: true,
             online_cpus: vec![0, 1, 2, 3],
@@ -1684,27 +1722,27 @@ mod tests {
     #[test]
     fn rlimit_decisions() {
         let mib = |n: u64| Lim(n << 20);
-        let c = decide_rlimit(Rlimit::Memlock, UNLIMITED, UNLIMITED, false, None);
+        let c = decide_rlimit(Rlimit::Memlock, UNLIMITED, UNLIMITED, false, false, None);
         assert_eq!(c.status, Status::Ok);
-        let c = decide_rlimit(Rlimit::Memlock, mib(8), mib(8), true, None);
+        let c = decide_rlimit(Rlimit::Memlock, mib(8), mib(8), true, false, None);
         assert_eq!(c.status, Status::Change);
         assert_eq!(c.current, "8 MiB / 8 MiB");
         assert_eq!(c.action, Action::Setrlimit { resource: Rlimit::Memlock, soft: UNLIMITED, hard: UNLIMITED });
         // not root: soft up to hard only
-        let c = decide_rlimit(Rlimit::Memlock, mib(8), mib(64), false, None);
+        let c = decide_rlimit(Rlimit::Memlock, mib(8), mib(64), false, false, None);
         assert_eq!(c.action, Action::Setrlimit { resource: Rlimit::Memlock, soft: mib(64), hard: mib(64) });
-        let c = decide_rlimit(Rlimit::Nofile, Lim(1024), Lim(4096), false, Some(1_048_576));
+        let c = decide_rlimit(Rlimit::Nofile, Lim(1024), Lim(4096), false, false, Some(1_048_576));
         assert_eq!(c.action, Action::Setrlimit { resource: Rlimit::Nofile, soft: Lim(4096), hard: Lim(4096) });
-        let c = decide_rlimit(Rlimit::Nofile, Lim(4096), Lim(4096), false, None);
+        let c = decide_rlimit(Rlimit::Nofile, Lim(4096), Lim(4096), false, false, None);
         assert_eq!((c.status, &c.action), (Status::Change, &Action::None));
         // root: hard raised, capped by fs.nr_open; a larger hard limit is kept
-        let c = decide_rlimit(Rlimit::Nofile, Lim(1024), Lim(4096), true, Some(1_048_576));
+        let c = decide_rlimit(Rlimit::Nofile, Lim(1024), Lim(4096), true, false, Some(1_048_576));
         assert_eq!(c.action, Action::Setrlimit { resource: Rlimit::Nofile, soft: Lim(1_048_576), hard: Lim(1_048_576) });
-        let c = decide_rlimit(Rlimit::Nofile, Lim(1024), Lim(4_000_000), true, Some(524_288));
+        let c = decide_rlimit(Rlimit::Nofile, Lim(1024), Lim(4_000_000), true, false, Some(524_288));
         assert_eq!(c.action, Action::Setrlimit { resource: Rlimit::Nofile, soft: Lim(524_288), hard: Lim(4_000_000) });
-        assert_eq!(decide_rlimit(Rlimit::Nofile, Lim(2_000_000), Lim(2_000_000), false, None).status, Status::Ok);
+        assert_eq!(decide_rlimit(Rlimit::Nofile, Lim(2_000_000), Lim(2_000_000), false, false, None).status, Status::Ok);
         // nothing possible: apply reports n/a
-        let c = decide_rlimit(Rlimit::Nofile, Lim(4096), Lim(4096), false, None);
+        let c = decide_rlimit(Rlimit::Nofile, Lim(4096), Lim(4096), false, false, None);
         let d = tempfile::tempdir().unwrap();
         let c = apply_check(tuner("rlimit.nofile"), &Host::new(d.path()), &ctx(), c);
         assert_eq!(c.status, Status::NotApplicable);
@@ -1714,7 +1752,7 @@ mod tests {
     fn rlimit_apply_this_process() {
         // Setting NOFILE to its current values is harmless for the other tests.
         let (soft, hard) = get_rlimit(Rlimit::Nofile).unwrap();
-        let mut c = decide_rlimit(Rlimit::Nofile, Lim(0), hard, false, None);
+        let mut c = decide_rlimit(Rlimit::Nofile, Lim(0), hard, false, false, None);
         c.action = Action::Setrlimit { resource: Rlimit::Nofile, soft, hard };
         let d = tempfile::tempdir().unwrap();
         let c = apply_check(tuner("rlimit.nofile"), &Host::new(d.path()), &ctx(), c);
