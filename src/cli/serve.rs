@@ -171,6 +171,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .try_init();
+    // A panic on one shard would leave the others serving partitions nobody owns:
+    // report it and stop the whole process, so a supervisor restarts it and recovery runs.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        tracing::error!("a shard panicked: {info}; aborting");
+        std::process::abort();
+    }));
     let cfg = build_config(&args)?;
     let cpus = select_cpus(args.cpuset.as_deref(), args.cores, args.reserve_cores, &allowed_cpus())?;
     let shards = cpus.len();
