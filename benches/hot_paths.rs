@@ -25,7 +25,7 @@
 //!
 //! Setup is kept cheap so that `cargo test --benches` (criterion's test mode: each function
 //! once, debug build) finishes in seconds. Disk use is bounded: logs and files are recreated
-//! every `RECREATE_BYTES`. Results and the command used: benches/MICRO.md.
+//! every `RECREATE_BYTES`. Results and the command used: benches/README.md, "Micro-benchmarks".
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

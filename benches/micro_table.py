@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Prints the results of `cargo bench --bench hot_paths` as Markdown tables.
 
-    python3 benches/micro_table.py [CRITERION_DIR]    # default: target/criterion
+    python3 benches/micro_table.py [CRITERION_DIR...]    # default: target/criterion
 
 One table per group and parameter: the median time per iteration (criterion's median of
 the per-sample means, from <bench>/new/estimates.json), the throughput at that median, and
 the time relative to the reference row (the corestream primitive; > 1 means slower than it).
+Given several directories (one per run, e.g. CRITERION_HOME=/tmp/run1 cargo bench ...), it
+takes the median over the runs and also shows the spread of the runs' medians.
 """
 
 import json
@@ -89,9 +91,42 @@ def load(root):
     return rows
 
 
+def reference_of(group, name):
+    return PAIRS.get(name) if group == "append" else REFERENCE.get(group)
+
+
+def merge(runs):
+    """Per benchmark: the median over runs of its median time, the (min, max) of those, and
+    the median over runs of its time relative to the reference measured in the same run
+    (ratios within a run are steadier than times across runs on a noisy machine)."""
+    merged = {}
+    for k in set().union(*runs):
+        group = k[0]
+        by_name = {}
+        for run in runs:
+            medians = {name: ns for name, ns, _, _ in run.get(k, [])}
+            for name, ns, kind, amount in run.get(k, []):
+                entry = by_name.setdefault(name, ([], [], kind, amount))
+                entry[0].append(ns)
+                ref = reference_of(group, name)
+                if ref in medians and ref != name:
+                    entry[1].append(ns / medians[ref])
+        merged[k] = [
+            (name, mid(v), kind, amount, (min(v), max(v)) if len(v) > 1 else None, mid(r) if r else None)
+            for name, (v, r, kind, amount) in by_name.items()
+        ]
+    return merged
+
+
+def mid(v):
+    v = sorted(v)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
 def main():
-    root = sys.argv[1] if len(sys.argv) > 1 else "target/criterion"
-    rows = load(root)
+    roots = sys.argv[1:] or ["target/criterion"]
+    rows = merge([load(r) for r in roots])
 
     def key(k):
         group, param = k
@@ -100,17 +135,18 @@ def main():
 
     for group, param in sorted(rows, key=key):
         benches = sorted(rows[(group, param)], key=lambda r: (ROWS.index(r[0]) if r[0] in ROWS else 99, r[0]))
-        medians = {name: ns for name, ns, _, _ in benches}
+        spread = len(roots) > 1
         print(f"\n**{group} / {param}**\n")
-        print("| benchmark | median | throughput | time vs reference |")
-        print("|---|---:|---:|---:|")
-        for name, ns, kind, amount in benches:
-            ref = PAIRS.get(name) if group == "append" else REFERENCE.get(group)
-            if ref is None or ref == name or ref not in medians:
+        print("| benchmark | median | throughput | time vs reference |" + (" runs' medians |" if spread else ""))
+        print("|---|---:|---:|---:|" + ("---:|" if spread else ""))
+        for name, ns, kind, amount, minmax, rel in benches:
+            ref = reference_of(group, name)
+            if rel is None:
                 ratio = "reference" if ref is None or ref == name else "-"
             else:
-                ratio = f"{ns / medians[ref]:.2f}× ({ref})" if group == "append" else f"{ns / medians[ref]:.2f}×"
-            print(f"| {name} | {fmt_time(ns)} | {fmt_thrpt(kind, amount, ns)} | {ratio} |")
+                ratio = f"{rel:.2f}× ({ref})" if group == "append" else f"{rel:.2f}×"
+            extra = f" {fmt_time(minmax[0])} – {fmt_time(minmax[1])} |" if spread and minmax else (" |" if spread else "")
+            print(f"| {name} | {fmt_time(ns)} | {fmt_thrpt(kind, amount, ns)} | {ratio} |" + extra)
 
 
 if __name__ == "__main__":

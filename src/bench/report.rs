@@ -463,7 +463,7 @@ mod tests {
         assert_eq!(lines[1], "|---|---:|---:|---:|---:|---:|");
         assert_eq!(lines.len(), 2 + rows.len());
         let mbs = lines.iter().find(|l| l.starts_with("| produce MB/s")).unwrap();
-        assert_eq!(*mbs, "| produce MB/s | 400.0 | 200.0 | - | 2.00 | - |");
+        assert_eq!(*mbs, "| produce MB/s | 400 | 200 | - | 2.00 | - |");
         let p99 = lines.iter().find(|l| l.starts_with("| ack p99 µs")).unwrap();
         assert!(p99.contains("| 2000 | 4000 | - | 0.50 | - |"), "{p99}");
         // Every row has the same number of cells.

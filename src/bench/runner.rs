@@ -492,11 +492,11 @@ fn produce_loop(
             None => SENDS_PER_POLL,
         };
         for _ in 0..due {
-            if shared.send_limit != u64::MAX {
-                if shared.sent_total.fetch_add(1, Ordering::Relaxed) >= shared.send_limit {
-                    shared.stop.store(true, Ordering::Relaxed);
-                    break 'outer;
-                }
+            if shared.send_limit != u64::MAX
+                && shared.sent_total.fetch_add(1, Ordering::Relaxed) >= shared.send_limit
+            {
+                shared.stop.store(true, Ordering::Relaxed);
+                break 'outer;
             }
             let client = &clients[next_client];
             next_client = (next_client + 1) % clients.len();

@@ -15,10 +15,10 @@ use crate::bench::{self, RunConfig, WorkloadOverrides};
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
     /// Run one workload against a broker and print what it measured.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Start corestream and each peer found (Kafka, tansu, --peer), run the
     /// same workloads against each in turn, write <out>/results.md and SVG plots.
-    Compare(CompareArgs),
+    Compare(Box<CompareArgs>),
 }
 
 /// Workload shape flags (each overrides the chosen workload's value).
@@ -158,8 +158,8 @@ pub struct CompareArgs {
 /// Runs a `bench` subcommand.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
-        BenchCommand::Run(a) => run_cmd(a),
-        BenchCommand::Compare(a) => compare_cmd(a),
+        BenchCommand::Run(a) => run_cmd(*a),
+        BenchCommand::Compare(a) => compare_cmd(*a),
     }
 }
 

@@ -105,6 +105,17 @@ fn allowed_cpus() -> Vec<usize> {
     }
 }
 
+/// Keeps large buffers (request frames, DMA write buffers) in the allocator's
+/// heap instead of mmap-ing and unmapping them per request: that cost page
+/// faults, page zeroing and cross-core TLB shootdowns on the produce path.
+fn tune_allocator() {
+    // SAFETY: mallopt only adjusts glibc malloc parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024 * 1024);
+    }
+}
+
 /// glommio registers its io_uring buffers as locked memory.
 fn raise_memlock() {
     let want: libc::rlim_t = 512 * 1024 * 1024;
@@ -179,6 +190,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::error!("a shard panicked: {info}; aborting");
         std::process::abort();
     }));
+    tune_allocator();
     let cfg = build_config(&args)?;
     let cpus = select_cpus(args.cpuset.as_deref(), args.cores, args.reserve_cores, &allowed_cpus())?;
     let shards = cpus.len();

@@ -10,7 +10,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{decode, respond, HandlerError, ResponseFuture};
+use super::{decode, HandlerError, ResponseFuture};
 use crate::protocol::batch;
 use crate::protocol::errors as ec;
 use crate::protocol::frame::Request;
@@ -23,20 +23,66 @@ enum Slot {
     Sent { owner: usize, index: usize },
 }
 
+/// Where a partition's validated batches lie in the request body.
+struct Pending {
+    owner: usize,
+    topic: String,
+    partition: i32,
+    /// Byte ranges of the batches, relative to the start of the body.
+    ranges: Vec<(usize, usize)>,
+}
+
+/// Takes the batches out of the request body, in place when the body's memory has no
+/// other owner (the usual case: the connection hands a whole frame over), else by copy.
+fn take_batches(body: bytes::Bytes, pending: &[Pending]) -> Vec<Vec<BytesMut>> {
+    match body.try_into_mut() {
+        Ok(mut whole) => {
+            let mut cursor = 0usize;
+            let mut all: Vec<(usize, usize, usize, usize)> = Vec::new();
+            for (pi, p) in pending.iter().enumerate() {
+                for (bi, &(start, end)) in p.ranges.iter().enumerate() {
+                    all.push((start, end, pi, bi));
+                }
+            }
+            // Split in body order; every range was validated to lie inside the body and they don't overlap.
+            all.sort_unstable();
+            let mut out: Vec<Vec<BytesMut>> = pending.iter().map(|p| Vec::with_capacity(p.ranges.len())).collect();
+            let mut placed: Vec<Vec<Option<BytesMut>>> = pending.iter().map(|p| vec![None; p.ranges.len()]).collect();
+            for (start, end, pi, bi) in all {
+                bytes::Buf::advance(&mut whole, start - cursor);
+                placed[pi][bi] = Some(whole.split_to(end - start));
+                cursor = end;
+            }
+            for (o, p) in out.iter_mut().zip(placed) {
+                o.extend(p.into_iter().flatten());
+            }
+            out
+        }
+        Err(shared) => pending
+            .iter()
+            .map(|p| p.ranges.iter().map(|&(s, e)| BytesMut::from(&shared[s..e])).collect())
+            .collect(),
+    }
+}
+
 pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, HandlerError> {
-    let p: ProduceRequest = decode(&req, ApiKey::Produce)?;
-    let acks = p.acks;
+    let ProduceRequest { transactional_id, acks, topic_data, .. } = decode(&req, ApiKey::Produce)?;
+    let transactional = transactional_id.is_some();
+    drop(transactional_id);
+    let (api_version, correlation_id) = (req.api_version, req.correlation_id);
     let image = shard.image();
-    let mut per_owner: BTreeMap<usize, Vec<ProducePart>> = BTreeMap::new();
+    let body_start = req.body.as_ptr() as usize;
+    let mut pending: Vec<Pending> = Vec::new();
     let mut slots: Vec<(StrBytes, Vec<(i32, Slot)>)> = Vec::new();
-    for t in p.topic_data {
-        let name = t.name.0.clone();
+    for t in topic_data {
+        // Owned names: nothing may keep the request's memory alive past this loop.
+        let name = StrBytes::from_string(t.name.0.to_string());
         let topic = image.topics.get(name.as_str());
         let mut parts = Vec::new();
         for pd in t.partition_data {
             let slot = if !matches!(acks, -1 | 0 | 1) {
                 Slot::Failed(ec::INVALID_REQUIRED_ACKS, None)
-            } else if p.transactional_id.is_some() {
+            } else if transactional {
                 Slot::Failed(ec::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, Some("transactions are not supported yet".into()))
             } else {
                 match topic.and_then(|tm| usize::try_from(pd.index).ok().and_then(|i| tm.partitions.get(i)).map(|pm| (tm, pm))) {
@@ -47,13 +93,14 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
                         match batch::split_and_validate(&records, max) {
                             Err(e) => Slot::Failed(e.kafka_code(), Some(e.to_string())),
                             Ok(spans) => {
-                                let batches: Vec<BytesMut> = spans
-                                    .iter()
-                                    .map(|s| BytesMut::from(&records[s.start..s.end]))
-                                    .collect();
-                                let list = per_owner.entry(pm.owner).or_default();
-                                list.push(ProducePart { topic: tm.name.clone(), partition: pd.index, batches });
-                                Slot::Sent { owner: pm.owner, index: list.len() - 1 }
+                                let at = records.as_ptr() as usize - body_start;
+                                pending.push(Pending {
+                                    owner: pm.owner,
+                                    topic: tm.name.clone(),
+                                    partition: pd.index,
+                                    ranges: spans.iter().map(|s| (at + s.start, at + s.end)).collect(),
+                                });
+                                Slot::Sent { owner: pm.owner, index: usize::MAX }
                             }
                         }
                     }
@@ -63,6 +110,25 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
         }
         slots.push((name, parts));
     }
+    // Every reference into the request's memory is gone now but the body itself.
+    let Request { body, header, .. } = req;
+    drop(header);
+    let batches = take_batches(body, &pending);
+    let mut per_owner: BTreeMap<usize, Vec<ProducePart>> = BTreeMap::new();
+    let mut index_of = Vec::with_capacity(pending.len());
+    for (p, batches) in pending.into_iter().zip(batches) {
+        let list = per_owner.entry(p.owner).or_default();
+        list.push(ProducePart { topic: p.topic, partition: p.partition, batches });
+        index_of.push(list.len() - 1);
+    }
+    let mut next = index_of.into_iter();
+    for (_, parts) in slots.iter_mut() {
+        for (_, slot) in parts.iter_mut() {
+            if let Slot::Sent { index, .. } = slot {
+                *index = next.next().expect("one index per sent partition");
+            }
+        }
+    }
     // Dispatch now, in request order: each owner's appends are queued before the
     // next request on this connection is read.
     let mut calls = BTreeMap::new();
@@ -70,7 +136,7 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
         let s = shard.clone();
         calls.insert(owner, glommio::spawn_local(async move { s.call(owner, Op::Produce { parts, acks }).await }));
     }
-    let version = req.api_version;
+    let version = api_version;
     Ok(Box::pin(async move {
         let mut results: BTreeMap<usize, Vec<Result<AppendInfo, i16>>> = BTreeMap::new();
         for (owner, task) in calls {
@@ -109,6 +175,41 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
                 TopicProduceResponse::default().with_name(kafka_protocol::messages::TopicName(name)).with_partition_responses(partition_responses)
             })
             .collect();
-        respond(&req, ApiKey::Produce, &ProduceResponse::default().with_responses(responses))
+        crate::protocol::frame::encode_response(ApiKey::Produce, api_version, correlation_id, &ProduceResponse::default().with_responses(responses))
+            .map(Some)
+            .map_err(HandlerError::Encode)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(ranges: Vec<(usize, usize)>) -> Pending {
+        Pending { owner: 0, topic: "t".into(), partition: 0, ranges }
+    }
+
+    #[test]
+    fn batches_are_taken_in_place_or_copied_with_the_same_bytes() {
+        let body: Vec<u8> = (0..100u8).collect();
+        let plan = vec![pending(vec![(50, 60), (70, 75)]), pending(vec![(10, 20)])];
+        let expect = |out: &Vec<Vec<BytesMut>>| {
+            assert_eq!(out.len(), 2);
+            assert_eq!(&out[0][0][..], &body[50..60]);
+            assert_eq!(&out[0][1][..], &body[70..75]);
+            assert_eq!(&out[1][0][..], &body[10..20]);
+        };
+        // Unique: split without copying (the pieces point into the original allocation).
+        let unique = bytes::Bytes::from(body.clone());
+        let base = unique.as_ptr() as usize;
+        let out = take_batches(unique, &plan);
+        expect(&out);
+        assert_eq!(out[1][0].as_ptr() as usize, base + 10, "taken in place");
+        // Shared: copied.
+        let shared = bytes::Bytes::from(body.clone());
+        let other = shared.clone();
+        let out = take_batches(shared, &plan);
+        expect(&out);
+        assert_ne!(out[1][0].as_ptr(), other[10..].as_ptr(), "copied");
+    }
 }

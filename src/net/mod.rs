@@ -23,6 +23,9 @@ use crate::limits::{CONNECTION_INFLIGHT_BYTES_MAX, CONNECTION_INFLIGHT_REQUESTS_
 use crate::protocol::frame::{frame_size, parse_request};
 use crate::shard::Shard;
 
+/// Smallest socket read: enough for many small pipelined requests at once.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
 /// Accepts connections until the shard starts shutting down.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
@@ -110,7 +113,8 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) -> Result<(), ConnError>
 
     let max = shard.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
+    // Bytes still missing from the frame being read (0: read a prefix's worth or more).
+    let mut frame_missing = 0usize;
     let result = 'conn: loop {
         // Take every complete frame already buffered.
         loop {
@@ -120,11 +124,20 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) -> Result<(), ConnError>
                 Err(e) => break 'conn Err(e.into()),
             };
             if buf.len() < 4 + size {
-                buf.reserve(4 + size - buf.len());
+                frame_missing = 4 + size - buf.len();
                 break;
             }
-            let _ = buf.split_to(4);
-            let frame = buf.split_to(size).freeze();
+            frame_missing = 0;
+            let frame = if buf.len() == 4 + size {
+                // The buffer holds exactly this frame: hand it over whole, so the frame's
+                // allocation has no other owner and a produce can stamp batches in place.
+                let mut whole = std::mem::take(&mut buf);
+                bytes::Buf::advance(&mut whole, 4);
+                whole.freeze()
+            } else {
+                let _ = buf.split_to(4);
+                buf.split_to(size).freeze()
+            };
             // Backpressure: wait for room before starting the request.
             let units = size.min(CONNECTION_INFLIGHT_BYTES_MAX);
             if conn_budget.acquire(units as u64).await.is_err() || shard.inflight_bytes.acquire(units as u64).await.is_err() {
@@ -158,13 +171,17 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) -> Result<(), ConnError>
                 break 'conn Ok(());
             }
         }
-        let n = match stream.read(&mut chunk).await {
+        // Read straight into the frame buffer: the whole rest of a large frame at once.
+        let want = frame_missing.max(READ_CHUNK_BYTES);
+        let old = buf.len();
+        buf.resize(old + want, 0);
+        let n = match stream.read(&mut buf[old..]).await {
             Ok(0) => break Ok(()),
             Ok(n) => n,
             Err(e) => break Err(e.into()),
         };
+        buf.truncate(old + n);
         crate::metrics::add(&shard.metrics.bytes_in, n as u64);
-        buf.extend_from_slice(&chunk[..n]);
     };
     drop(tx);
     writer_task.await;
