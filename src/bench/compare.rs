@@ -191,6 +191,7 @@ fn run_broker(spec: &BrokerSpec, opts: &CompareOptions, logs: &Path) -> BrokerRe
             let outcome = run_one(&proc, MAX_REFERENCE_WORKLOAD, opts, None);
             if let Some(r) = &outcome.result {
                 max_msg_per_sec = Some(r.produce.msg_per_sec);
+                println!("{}", report::human_summary(r));
             }
             br.runs.push(outcome);
         }

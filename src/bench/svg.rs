@@ -169,11 +169,13 @@ pub fn grouped_bar_chart(title: &str, y_label: &str, groups: &[String], series: 
                 xml_escape(&format!("{} {}: {}", ser.name, g, crate::bench::report::fmt_value(*v)))
             );
         }
+        // Alternate label rows when groups are narrow, so labels do not overlap.
+        let row = if group_w < 90.0 && gi % 2 == 1 { 14.0 } else { 0.0 };
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             gx + group_w * 0.4,
-            axis_y + 18.0,
+            axis_y + 18.0 + row,
             xml_escape(g)
         );
     }

@@ -22,7 +22,7 @@ fn msg(m: Option<String>) -> Option<StrBytes> {
     m.map(StrBytes::from_string)
 }
 
-pub async fn create_topics(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Bytes>, HandlerError> {
+pub async fn create_topics(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out>, HandlerError> {
     let c: CreateTopicsRequest = decode(&req, ApiKey::CreateTopics)?;
     let mut topics = Vec::new();
     let mut bad = Vec::new();
@@ -60,7 +60,7 @@ pub async fn create_topics(shard: &Rc<Shard>, req: Request) -> Result<Option<byt
     respond(&req, ApiKey::CreateTopics, &CreateTopicsResponse::default().with_topics(out))
 }
 
-pub async fn delete_topics(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Bytes>, HandlerError> {
+pub async fn delete_topics(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out>, HandlerError> {
     let d: DeleteTopicsRequest = decode(&req, ApiKey::DeleteTopics)?;
     let image = shard.image();
     let mut names: Vec<String> = d.topic_names.iter().map(|n| n.0.to_string()).collect();
@@ -90,7 +90,7 @@ pub async fn delete_topics(shard: &Rc<Shard>, req: Request) -> Result<Option<byt
     respond(&req, ApiKey::DeleteTopics, &DeleteTopicsResponse::default().with_responses(out))
 }
 
-pub async fn create_partitions(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Bytes>, HandlerError> {
+pub async fn create_partitions(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out>, HandlerError> {
     let c: CreatePartitionsRequest = decode(&req, ApiKey::CreatePartitions)?;
     let topics = c.topics.iter().map(|t| (t.name.0.to_string(), t.count)).collect();
     let results = shard.admin(AdminOp::CreatePartitions { topics, validate_only: c.validate_only }).await;
@@ -106,7 +106,7 @@ pub async fn create_partitions(shard: &Rc<Shard>, req: Request) -> Result<Option
     respond(&req, ApiKey::CreatePartitions, &CreatePartitionsResponse::default().with_results(out))
 }
 
-pub async fn delete_records(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Bytes>, HandlerError> {
+pub async fn delete_records(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out>, HandlerError> {
     let d: DeleteRecordsRequest = decode(&req, ApiKey::DeleteRecords)?;
     let image = shard.image();
     let mut topics = Vec::new();
@@ -133,7 +133,7 @@ pub async fn delete_records(shard: &Rc<Shard>, req: Request) -> Result<Option<by
     respond(&req, ApiKey::DeleteRecords, &DeleteRecordsResponse::default().with_topics(topics))
 }
 
-pub async fn describe_cluster(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Bytes>, HandlerError> {
+pub async fn describe_cluster(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out>, HandlerError> {
     let _d: DescribeClusterRequest = decode(&req, ApiKey::DescribeCluster)?;
     let image = shard.image();
     let adv = shard.config.advertise;
@@ -149,7 +149,7 @@ pub async fn describe_cluster(shard: &Rc<Shard>, req: Request) -> Result<Option<
     respond(&req, ApiKey::DescribeCluster, &body)
 }
 
-pub async fn describe_log_dirs(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Bytes>, HandlerError> {
+pub async fn describe_log_dirs(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out>, HandlerError> {
     let d: DescribeLogDirsRequest = decode(&req, ApiKey::DescribeLogDirs)?;
     let mut sizes: BTreeMap<String, Vec<(i32, u64)>> = BTreeMap::new();
     for s in 0..shard.nr_shards {

@@ -39,12 +39,12 @@ fn api_list() -> Vec<ApiVersion> {
 
 /// Answers ApiVersions. An unsupported version gets a v0-format answer with
 /// UNSUPPORTED_VERSION and the supported ranges, so the client can retry.
-pub fn handle(req: &Request) -> Result<Option<bytes::Bytes>, HandlerError> {
+pub fn handle(req: &Request) -> Result<Option<super::Out>, HandlerError> {
     let (lo, hi) = supported(ApiKey::ApiVersions).expect("ApiVersions is supported");
     if req.api_version < lo || req.api_version > hi {
         let body = ApiVersionsResponse::default().with_error_code(ec::UNSUPPORTED_VERSION).with_api_keys(api_list());
         return encode_response(ApiKey::ApiVersions, 0, req.correlation_id, &body)
-            .map(Some)
+            .map(|b| Some(super::Out::One(b)))
             .map_err(HandlerError::Encode);
     }
     // The request body (client software name/version) is informational; a body that
@@ -63,5 +63,6 @@ mod tests {
             let v = k.valid_versions();
             assert!(lo <= hi && lo >= v.min && hi <= v.max, "{k:?} {lo}..{hi} vs {v}");
         }
+        assert_eq!(supported(ApiKey::Fetch), Some(crate::protocol::fetch_encode::VERSIONS), "the fetch encoder covers what is advertised");
     }
 }

@@ -19,7 +19,7 @@ const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-pub async fn describe(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Bytes>, HandlerError> {
+pub async fn describe(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out>, HandlerError> {
     let d: DescribeConfigsRequest = decode(&req, ApiKey::DescribeConfigs)?;
     let image = shard.image();
     let mut results = Vec::new();
@@ -98,7 +98,7 @@ async fn alter_topic(shard: &Rc<Shard>, resource_type: i8, name: &StrBytes, ops:
     }
 }
 
-pub async fn alter(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Bytes>, HandlerError> {
+pub async fn alter(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out>, HandlerError> {
     let a: AlterConfigsRequest = decode(&req, ApiKey::AlterConfigs)?;
     let mut responses = Vec::new();
     for r in a.resources {
@@ -122,7 +122,7 @@ pub async fn alter(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Byte
     respond(&req, ApiKey::AlterConfigs, &AlterConfigsResponse::default().with_responses(responses))
 }
 
-pub async fn incremental_alter(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Bytes>, HandlerError> {
+pub async fn incremental_alter(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out>, HandlerError> {
     let a: IncrementalAlterConfigsRequest = decode(&req, ApiKey::IncrementalAlterConfigs)?;
     let image = shard.image();
     let mut responses = Vec::new();

@@ -15,7 +15,6 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
 
 use super::fetch_session::{Plan, RequestedPartition};
@@ -23,6 +22,7 @@ use super::{decode, respond, HandlerError};
 use kafka_protocol::protocol::StrBytes;
 use crate::limits::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MS_MAX};
 use crate::protocol::errors as ec;
+use crate::protocol::fetch_encode::{self, PartitionOut, TopicOut};
 use crate::protocol::frame::Request;
 use crate::shard::{FetchPart, FetchPartResult, Op, Reply, Shard};
 
@@ -85,7 +85,7 @@ async fn watch_all(shard: &Rc<Shard>, wanted: &[Wanted], wait: Duration) {
     crate::util::first_of(futures).await;
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Bytes>, HandlerError> {
+pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out>, HandlerError> {
     let f: FetchRequest = decode(&req, ApiKey::Fetch)?;
     let requested: Vec<RequestedPartition> = f
         .topics
@@ -165,7 +165,7 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Byt
     }
     // Trim to max_bytes: the first non-empty partition always goes out whole.
     let mut budget = max_bytes;
-    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut topics: Vec<TopicOut> = Vec::new();
     for (w, r) in wanted.into_iter().zip(results) {
         let records = if r.records.len() <= budget || budget == max_bytes {
             budget = budget.saturating_sub(r.records.len());
@@ -187,18 +187,19 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Byt
                 continue;
             }
         }
-        let pd = PartitionData::default()
-            .with_partition_index(w.partition)
-            .with_error_code(r.error)
-            .with_high_watermark(r.high_watermark)
-            .with_last_stable_offset(r.high_watermark)
-            .with_log_start_offset(if req.api_version >= 5 { r.log_start_offset } else { -1 })
-            .with_records(Some(records));
+        let pd = PartitionOut {
+            partition: w.partition,
+            error: r.error,
+            high_watermark: r.high_watermark,
+            last_stable_offset: r.high_watermark,
+            log_start_offset: if req.api_version >= 5 { r.log_start_offset } else { -1 },
+            records,
+        };
         match topics.last_mut() {
-            Some(t) if t.topic == w.topic => t.partitions.push(pd),
-            _ => topics.push(FetchableTopicResponse::default().with_topic(w.topic).with_partitions(vec![pd])),
+            Some(t) if t.name == w.topic.0.as_str() => t.partitions.push(pd),
+            _ => topics.push(TopicOut { name: w.topic.0.to_string(), partitions: vec![pd] }),
         }
     }
-    let body = FetchResponse::default().with_error_code(ec::NONE).with_session_id(session_id).with_responses(topics);
-    respond(&req, ApiKey::Fetch, &body)
+    let chunks = fetch_encode::encode(req.api_version, req.correlation_id, ec::NONE, session_id, &topics);
+    Ok(Some(super::Out::Many(chunks)))
 }

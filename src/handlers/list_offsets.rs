@@ -11,7 +11,7 @@ use crate::protocol::errors as ec;
 use crate::protocol::frame::Request;
 use crate::shard::{Op, Reply, Shard};
 
-pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Bytes>, HandlerError> {
+pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out>, HandlerError> {
     let l: ListOffsetsRequest = decode(&req, ApiKey::ListOffsets)?;
     let image = shard.image();
     let mut topics = Vec::new();

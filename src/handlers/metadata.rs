@@ -63,7 +63,7 @@ pub fn topic_response(version: i16, t: &TopicMeta, node_id: i32) -> MetadataResp
         .with_partitions(partitions)
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<bytes::Bytes>, HandlerError> {
+pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out>, HandlerError> {
     let m: MetadataRequest = decode(&req, ApiKey::Metadata)?;
     // Before v4 a request always allowed auto-creation; an empty list before v1 meant "all topics".
     let allow_create = req.api_version < 4 || m.allow_auto_topic_creation;

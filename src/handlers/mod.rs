@@ -26,7 +26,28 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use crate::protocol::frame::{encode_response, Request};
 use crate::shard::Shard;
 
-pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Option<Bytes>, HandlerError>>>>;
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Option<Out>, HandlerError>>>>;
+
+/// An encoded response frame: one buffer, or chunks to write one after another
+/// (a fetch passes record batches through without copying them).
+#[derive(Debug)]
+pub enum Out {
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
+impl Out {
+    pub fn len(&self) -> usize {
+        match self {
+            Out::One(b) => b.len(),
+            Out::Many(v) => v.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -53,8 +74,8 @@ pub fn decode<M: Decodable>(req: &Request, api: ApiKey) -> Result<M, HandlerErro
 }
 
 /// Encodes a response body for `req`.
-pub fn respond<M: Encodable>(req: &Request, api: ApiKey, body: &M) -> Result<Option<Bytes>, HandlerError> {
-    encode_response(api, req.api_version, req.correlation_id, body).map(Some).map_err(HandlerError::Encode)
+pub fn respond<M: Encodable>(req: &Request, api: ApiKey, body: &M) -> Result<Option<Out>, HandlerError> {
+    encode_response(api, req.api_version, req.correlation_id, body).map(|b| Some(Out::One(b))).map_err(HandlerError::Encode)
 }
 
 pub fn str_bytes(s: &str) -> StrBytes {

@@ -176,7 +176,7 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
             })
             .collect();
         crate::protocol::frame::encode_response(ApiKey::Produce, api_version, correlation_id, &ProduceResponse::default().with_responses(responses))
-            .map(Some)
+            .map(|b| Some(super::Out::One(b)))
             .map_err(HandlerError::Encode)
     }))
 }

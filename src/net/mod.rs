@@ -68,7 +68,7 @@ enum ConnError {
     Handler(#[from] HandlerError),
 }
 
-type Queued = glommio::task::JoinHandle<Result<Option<bytes::Bytes>, ()>>;
+type Queued = glommio::task::JoinHandle<Result<Option<handlers::Out>, ()>>;
 
 /// A started request as the writer sees it: its response, budget units, api key, start time.
 type InFlight = (Queued, usize, i16, std::time::Instant);
@@ -99,8 +99,20 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) -> Result<(), ConnError>
             core_w.signal(units as u64);
             shard_w.inflight_requests.set(shard_w.inflight_requests.get() - 1);
             match out {
-                Some(Ok(Some(bytes))) => {
+                Some(Ok(Some(handlers::Out::One(bytes)))) => {
                     if writer.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Some(handlers::Out::Many(chunks)))) => {
+                    let mut failed = false;
+                    for c in chunks {
+                        if writer.write_all(&c).await.is_err() {
+                            failed = true;
+                            break;
+                        }
+                    }
+                    if failed {
                         break;
                     }
                 }

@@ -2,4 +2,5 @@
 
 pub mod batch;
 pub mod errors;
+pub mod fetch_encode;
 pub mod frame;
