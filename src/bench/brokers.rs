@@ -355,6 +355,11 @@ pub fn start(spec: &BrokerSpec, data_root: &Path, logs_dir: &Path) -> Result<Bro
             } else {
                 settings.push("one shard per CPU (default)".into());
             }
+            // Its admin/metrics endpoint on a free port too, so that it never
+            // collides with another corestream on this machine.
+            if !sets.iter().any(|s| s.starts_with("admin.listen=")) {
+                cmd.arg("--set").arg(format!("admin.listen=127.0.0.1:{}", free_port()?));
+            }
             for s in sets {
                 cmd.arg("--set").arg(s);
                 settings.push(format!("`--set {s}`"));

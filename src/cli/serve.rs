@@ -30,15 +30,8 @@ pub struct ServeArgs {
     /// A setting under its Kafka name, e.g. --set num.partitions=4 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Run shards on the first N CPUs this process may use.
-    #[arg(long, conflicts_with = "cpuset")]
-    pub cores: Option<usize>,
-    /// Run shards on exactly these CPUs, e.g. 0,2-5.
-    #[arg(long)]
-    pub cpuset: Option<String>,
-    /// Leave the last N usable CPUs free (for interrupts, clients, other processes).
-    #[arg(long = "reserve-cores", default_value_t = 0)]
-    pub reserve_cores: usize,
+    #[command(flatten)]
+    pub cpus: CpuArgs,
     /// Address of the admin endpoint serving /metrics ("none" to disable).
     #[arg(long)]
     pub admin: Option<String>,
@@ -73,6 +66,32 @@ pub fn parse_cpuset(s: &str) -> anyhow::Result<Vec<usize>> {
     Ok(out)
 }
 
+/// Which CPUs run shards (shared by `serve` and `tune`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CpuArgs {
+    /// Run shards on the first N CPUs this process may use.
+    #[arg(long, conflicts_with = "cpuset")]
+    pub cores: Option<usize>,
+    /// Run shards on exactly these CPUs, e.g. 0,2-5.
+    #[arg(long)]
+    pub cpuset: Option<String>,
+    /// Leave the last N of those CPUs free (for interrupts, clients, other processes).
+    #[arg(long = "reserve-cores", default_value_t = 0)]
+    pub reserve_cores: usize,
+}
+
+impl CpuArgs {
+    /// Whether any of the options was given.
+    pub fn given(&self) -> bool {
+        self.cpuset.is_some() || self.cores.is_some() || self.reserve_cores > 0
+    }
+
+    /// The shard CPUs these options pick among those this process may use.
+    pub fn select(&self) -> anyhow::Result<Vec<usize>> {
+        select_cpus(self.cpuset.as_deref(), self.cores, self.reserve_cores, &allowed_cpus())
+    }
+}
+
 /// The CPUs to run shards on: `--cpuset` exactly, else the first `--cores` of
 /// the allowed CPUs, else all of them; minus the last `reserve` of that choice.
 pub fn select_cpus(cpuset: Option<&str>, cores: Option<usize>, reserve: usize, allowed: &[usize]) -> anyhow::Result<Vec<usize>> {
@@ -94,7 +113,7 @@ pub fn select_cpus(cpuset: Option<&str>, cores: Option<usize>, reserve: usize, a
 }
 
 /// CPUs this process may run on (its affinity mask).
-fn allowed_cpus() -> Vec<usize> {
+pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -192,7 +211,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }));
     tune_allocator();
     let cfg = build_config(&args)?;
-    let cpus = select_cpus(args.cpuset.as_deref(), args.cores, args.reserve_cores, &allowed_cpus())?;
+    let cpus = args.cpus.select()?;
     let shards = cpus.len();
     raise_memlock();
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;

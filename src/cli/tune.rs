@@ -29,15 +29,9 @@ pub struct TuneArgs {
     /// Apply the recommended settings (needs root for everything but this process's limits).
     #[arg(long)]
     pub apply: bool,
-    /// The shards run on the first N CPUs this process may use (as `serve --cores`).
-    #[arg(long, conflicts_with = "cpuset")]
-    pub cores: Option<usize>,
-    /// The shards run on exactly these CPUs (as `serve --cpuset`); default: every CPU this process may use.
-    #[arg(long)]
-    pub cpuset: Option<String>,
-    /// The last N of those CPUs are left to interrupts and other processes (as `serve --reserve-cores`).
-    #[arg(long = "reserve-cores", default_value_t = 0)]
-    pub reserve_cores: usize,
+    /// The shard CPUs, as `serve` takes them (default: every CPU this process may use).
+    #[command(flatten)]
+    pub cpus: super::serve::CpuArgs,
     /// The broker's data directory: its block device gets the disk tuners.
     #[arg(long = "data-dir", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -1193,18 +1187,6 @@ fn effective_caps() -> u64 {
 const CAP_IPC_LOCK: u32 = 14;
 const CAP_SYS_RESOURCE: u32 = 24;
 
-/// CPUs this process may run on (its affinity mask).
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect();
-        }
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
-    }
-}
-
 /// The device number of the file system holding `dir` (or its nearest existing ancestor).
 fn data_device(dir: &Path) -> Result<((u32, u32), PathBuf), String> {
     use std::os::unix::fs::MetadataExt;
@@ -1305,8 +1287,8 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     let tuners = select_tuners(&args.only)?;
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
-    let cpuset_given = args.cpuset.is_some() || args.cores.is_some() || args.reserve_cores > 0;
-    let shard_cpus = super::serve::select_cpus(args.cpuset.as_deref(), args.cores, args.reserve_cores, &allowed_cpus())?;
+    let cpuset_given = args.cpus.given();
+    let shard_cpus = args.cpus.select()?;
     let online_cpus = host
         .read("/sys/devices/system/cpu/online")
         .ok()

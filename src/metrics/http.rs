@@ -11,26 +11,15 @@ use crate::shard::Shard;
 const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
 
 pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            while !shard.shutting_down.get() {
-                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            None
+    let s = shard.clone();
+    crate::net::accept_until_shutdown(&shard, &listener, move |stream| {
+        let s = s.clone();
+        glommio::spawn_local(async move {
+            let _ = answer(s, stream).await;
         })
-        .await;
-        match accepted {
-            None => return,
-            Some(Ok(stream)) => {
-                let s = shard.clone();
-                glommio::spawn_local(async move {
-                    let _ = answer(s, stream).await;
-                })
-                .detach();
-            }
-            Some(Err(_)) => glommio::timer::sleep(std::time::Duration::from_millis(10)).await,
-        }
-    }
+        .detach();
+    })
+    .await
 }
 
 async fn answer(shard: Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()> {

@@ -26,8 +26,26 @@ use crate::shard::Shard;
 /// Smallest socket read: enough for many small pipelined requests at once.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Accepts connections until the shard starts shutting down.
+/// Accepts Kafka connections until the shard starts shutting down.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let s = shard.clone();
+    accept_until_shutdown(&shard, &listener, move |stream| {
+        let s = s.clone();
+        crate::metrics::add(&s.metrics.connections_accepted, 1);
+        glommio::spawn_local(async move {
+            crate::metrics::add(&s.metrics.connections_open, 1);
+            if let Err(e) = serve(s.clone(), stream).await {
+                tracing::debug!(error = %e, "connection closed");
+            }
+            s.metrics.connections_open.set(s.metrics.connections_open.get() - 1);
+        })
+        .detach();
+    })
+    .await
+}
+
+/// Hands every accepted connection to `on_accept` until the shard starts shutting down.
+pub async fn accept_until_shutdown(shard: &Shard, listener: &TcpListener, on_accept: impl Fn(TcpStream)) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             while !shard.shutting_down.get() {
@@ -38,18 +56,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         .await;
         match accepted {
             None => return,
-            Some(Ok(stream)) => {
-                let s = shard.clone();
-                crate::metrics::add(&shard.metrics.connections_accepted, 1);
-                glommio::spawn_local(async move {
-                    crate::metrics::add(&s.metrics.connections_open, 1);
-                    if let Err(e) = serve(s.clone(), stream).await {
-                        tracing::debug!(error = %e, "connection closed");
-                    }
-                    s.metrics.connections_open.set(s.metrics.connections_open.get() - 1);
-                })
-                .detach();
-            }
+            Some(Ok(stream)) => on_accept(stream),
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "accept failed");
                 glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
