@@ -59,6 +59,8 @@ pub struct WorkloadOverrides {
     pub acks: Option<String>,
     /// `--keys`.
     pub keys: Option<String>,
+    /// `--partitioning`.
+    pub partitioning: Option<String>,
     /// `--compression`.
     pub compression: Option<String>,
     /// `--linger-ms`.
@@ -107,6 +109,9 @@ impl WorkloadOverrides {
         }
         if let Some(k) = &self.keys {
             w.keys = KeyDist::parse(k)?;
+        }
+        if let Some(p) = &self.partitioning {
+            w.partitioning = workload::Partitioning::parse(p)?;
         }
         if let Some(c) = &self.compression {
             w.compression = parse_compression(c)?;

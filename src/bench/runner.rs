@@ -47,8 +47,8 @@ use super::report::{
     LATENCY_MAX_VALUE_POWER,
 };
 use super::workload::{
-    partitions_for_consumer, producers_for_thread, ConsumeMode, KeyGen, SplitMix64, Workload, KEY_SPACE,
-    ZIPF_EXPONENT,
+    partitions_for_consumer, partitions_for_producer, producers_for_thread, ConsumeMode, KeyGen, Partitioning,
+    SplitMix64, Workload, KEY_SPACE, ZIPF_EXPONENT,
 };
 
 /// Bound on topic creation plus its appearance in metadata.
@@ -466,6 +466,16 @@ fn produce_loop(
     let mut send_errors: u64 = 0;
     let mut first_send_error: Option<String> = None;
     let mut next_client = 0usize;
+    // Slice partitioning: each client's own partitions and a cursor.
+    let slices: Vec<Vec<i32>> = plan
+        .clients
+        .iter()
+        .map(|i| match w.partitioning {
+            Partitioning::Client => Vec::new(),
+            Partitioning::Slice => partitions_for_producer(w.partitions, w.producers, *i),
+        })
+        .collect();
+    let mut cursors = vec![0usize; clients.len()];
     let start = mono_ns();
     'outer: loop {
         if shared.stop.load(Ordering::Relaxed) {
@@ -498,9 +508,12 @@ fn produce_loop(
                 shared.stop.store(true, Ordering::Relaxed);
                 break 'outer;
             }
-            let client = &clients[next_client];
+            let ci = next_client;
+            let client = &clients[ci];
             next_client = (next_client + 1) % clients.len();
             let key = keygen.next_index(&mut rng).and_then(|i| keys.get(i));
+            let partition = slices[ci].get(cursors[ci] % slices[ci].len().max(1)).copied();
+            cursors[ci] = cursors[ci].wrapping_add(1);
             loop {
                 let t = mono_ns();
                 if payload.len() >= STAMP_BYTES {
@@ -510,6 +523,9 @@ fn produce_loop(
                     .payload(payload.as_slice());
                 if let Some(k) = key {
                     rec = rec.key(k.as_slice());
+                }
+                if let Some(p) = partition {
+                    rec = rec.partition(p);
                 }
                 match client.send(rec) {
                     Ok(()) => {

@@ -152,6 +152,51 @@ impl fmt::Display for ConsumeMode {
     }
 }
 
+/// Which partition each record goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Partitioning {
+    /// librdkafka's partitioner: sticky for keyless records, key hash otherwise.
+    Client,
+    /// Producer client `i` of `n` writes only its own slice of partitions
+    /// (see [`partitions_for_producer`]), round robin. Many clients over many
+    /// partitions then cost each client only its slice.
+    Slice,
+}
+
+impl Partitioning {
+    /// Parses `client` or `slice`.
+    pub fn parse(s: &str) -> Result<Partitioning> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "client" => Partitioning::Client,
+            "slice" => Partitioning::Slice,
+            other => bail!("invalid partitioning `{other}`: expected client or slice"),
+        })
+    }
+}
+
+impl fmt::Display for Partitioning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Partitioning::Client => "client",
+            Partitioning::Slice => "slice",
+        })
+    }
+}
+
+/// Partitions producer client `index` of `producers` writes in
+/// [`Partitioning::Slice`] mode: `p % producers == index`, or, with more
+/// producers than partitions, the one partition `index % partitions`.
+pub fn partitions_for_producer(partitions: i32, producers: usize, index: usize) -> Vec<i32> {
+    if partitions <= 0 || producers == 0 {
+        return Vec::new();
+    }
+    if producers > partitions as usize {
+        return vec![(index % partitions as usize) as i32];
+    }
+    (0..partitions).filter(|p| (*p as usize) % producers == index).collect()
+}
+
 /// Target produce rate (total over all producers).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -257,6 +302,8 @@ pub struct Workload {
     pub acks: Acks,
     /// Key distribution.
     pub keys: KeyDist,
+    /// How records are spread over partitions.
+    pub partitioning: Partitioning,
     /// Producer `compression.type`.
     pub compression: String,
     /// Producer `linger.ms`.
@@ -291,6 +338,7 @@ impl Default for Workload {
             rate: Rate::Unthrottled,
             acks: Acks::One,
             keys: KeyDist::None,
+            partitioning: Partitioning::Client,
             compression: "none".into(),
             linger_ms: 5,
             batch_size: 1_048_576,
@@ -323,6 +371,7 @@ impl Workload {
                 producers: 200,
                 producer_threads: 4,
                 consumers: 4,
+                partitioning: Partitioning::Slice,
                 rate: Rate::MbPerSec(20.0),
                 acks: Acks::One,
                 ..base
@@ -338,7 +387,7 @@ impl Workload {
     /// One line describing the workload, for reports.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "{} B records, {} partitions, {} producer(s) on {} thread(s), {} consumer(s), rate {}, acks={}, keys={}, compression={}, linger.ms={}, batch.size={}, {}",
+            "{} B records, {} partitions, {} producer(s) on {} thread(s), {} consumer(s), rate {}, acks={}, keys={}, partitioning={}, compression={}, linger.ms={}, batch.size={}, {}",
             self.message_size,
             self.partitions,
             self.producers,
@@ -347,6 +396,7 @@ impl Workload {
             self.rate,
             self.acks,
             self.keys,
+            self.partitioning,
             self.compression,
             self.linger_ms,
             self.batch_size,
@@ -685,6 +735,25 @@ mod tests {
         assert!(partitions_for_consumer(4, 0, 0).is_empty());
         let w = Workload { consumers: 40, partitions: 16, ..Workload::default() };
         assert_eq!(w.effective_consumers(), 16);
+    }
+
+    #[test]
+    fn producer_slices_cover_every_partition() {
+        let mut seen = vec![0u32; 1000];
+        for i in 0..200 {
+            let ps = partitions_for_producer(1000, 200, i);
+            assert_eq!(ps.len(), 5);
+            for p in ps {
+                seen[p as usize] += 1;
+            }
+        }
+        assert!(seen.iter().all(|c| *c == 1));
+        assert_eq!(partitions_for_producer(4, 10, 7), vec![3]);
+        assert!(partitions_for_producer(0, 10, 7).is_empty());
+        assert_eq!(Partitioning::parse("slice").unwrap(), Partitioning::Slice);
+        assert_eq!(Partitioning::parse("client").unwrap(), Partitioning::Client);
+        assert!(Partitioning::parse("x").is_err());
+        assert_eq!(Workload::standard("scale").unwrap().partitioning, Partitioning::Slice);
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct WorkloadFlags {
     /// Keys: none, random or skewed (Zipf-like).
     #[arg(long)]
     pub keys: Option<String>,
+    /// Partitioning: client (librdkafka's partitioner) or slice (producer i writes only partitions p with p % producers == i).
+    #[arg(long)]
+    pub partitioning: Option<String>,
     /// Compression: none, gzip, snappy, lz4, zstd.
     #[arg(long)]
     pub compression: Option<String>,
@@ -173,6 +176,7 @@ fn overrides(f: WorkloadFlags) -> WorkloadOverrides {
         rate: f.rate,
         acks: f.acks,
         keys: f.keys,
+        partitioning: f.partitioning,
         compression: f.compression,
         linger_ms: f.linger_ms,
         batch_size: f.batch_size,

@@ -344,6 +344,9 @@ impl PartitionLog {
         }
         if clean {
             std::fs::remove_file(dir.join(CLEAN_MARKER)).map_err(|e| io_err("removing clean marker", e))?;
+            // Durably: a marker that came back after a power loss would make the next
+            // start trust an active segment that was written after it.
+            sync_parent_dir(&dir.join(CLEAN_MARKER)).map_err(|e| io_err("syncing the partition directory", e))?;
         }
         if segments.is_empty() {
             let base = checkpoint_start.unwrap_or(0).max(0);
@@ -668,6 +671,12 @@ impl PartitionLog {
             Some(f) => f,
             None => {
                 let f = self.open_segment_file(seg_base).await?;
+                // A new file's directory entry must be durable before its data is acknowledged.
+                let path = segment_file(&self.dir, seg_base, "log");
+                glommio::executor()
+                    .spawn_blocking(move || sync_parent_dir(&path))
+                    .await
+                    .map_err(|e| io_err("syncing the partition directory", e))?;
                 if let Some(s) = self.st.borrow_mut().segments.get_mut(&seg_base) {
                     s.file = Some(f.clone());
                 }
@@ -1028,10 +1037,18 @@ async fn write_small_file(path: PathBuf, data: Vec<u8>) -> Result<(), LogError> 
             f.write_all(&data)?;
             f.sync_data()?;
             std::fs::rename(&tmp, &path)?;
-            Ok(())
+            sync_parent_dir(&path)
         })
         .await
         .map_err(|e| io_err(&format!("writing {shown}"), e))
+}
+
+/// fsyncs the directory holding `path`, making a create or rename in it durable.
+fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 /// Reads bytes `[pos, end)` of a segment file in DMA-sized pieces.
