@@ -61,6 +61,10 @@ const DRAIN_TIMEOUT_MIN: Duration = Duration::from_secs(10);
 const CLIENTS_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Messages sent between two polls of a producer client when unthrottled.
 const SENDS_PER_POLL: u64 = 256;
+/// A thread driving several producer clients polls all of them at most
+/// this often (each poll is a librdkafka call; 50 clients polled every
+/// 200 µs would cost more CPU than the sends).
+const POLL_SWEEP_INTERVAL_NS: u64 = 1_000_000;
 /// Longest sleep of a throttled producer thread between checks.
 const THROTTLE_SLEEP_MAX: Duration = Duration::from_millis(1);
 /// Bytes of the payload holding the send timestamp.
@@ -476,6 +480,7 @@ fn produce_loop(
         })
         .collect();
     let mut cursors = vec![0usize; clients.len()];
+    let mut last_sweep_ns = 0u64;
     let start = mono_ns();
     'outer: loop {
         if shared.stop.load(Ordering::Relaxed) {
@@ -487,9 +492,7 @@ fn produce_loop(
                 let target = ((now - start) as f64 * r / 1e9) as u64;
                 let due = target.saturating_sub(sent);
                 if due == 0 {
-                    for c in clients {
-                        c.poll(Duration::ZERO);
-                    }
+                    sweep(clients, &mut last_sweep_ns);
                     let next_ns = start + ((sent + 1) as f64 * 1e9 / r) as u64;
                     let wait = Duration::from_nanos(next_ns.saturating_sub(mono_ns())).min(THROTTLE_SLEEP_MAX);
                     if !wait.is_zero() {
@@ -550,9 +553,7 @@ fn produce_loop(
                 }
             }
         }
-        for c in clients {
-            c.poll(Duration::ZERO);
-        }
+        sweep(clients, &mut last_sweep_ns);
     }
     // Flush every client within one overall bound.
     let deadline = mono_ns() + FLUSH_TIMEOUT.as_nanos() as u64;
@@ -564,6 +565,18 @@ fn produce_loop(
         }
     }
     Ok(ProducerOutcome { stats, sent_window, send_errors, first_send_error, unflushed })
+}
+
+/// Serves the delivery reports of every client: at once for a single client,
+/// at most every [`POLL_SWEEP_INTERVAL_NS`] for several.
+fn sweep(clients: &[BaseProducer<ProducerCtx>], last_sweep_ns: &mut u64) {
+    let now = mono_ns();
+    if clients.len() == 1 || now.saturating_sub(*last_sweep_ns) >= POLL_SWEEP_INTERVAL_NS {
+        for c in clients {
+            c.poll(Duration::ZERO);
+        }
+        *last_sweep_ns = now;
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -320,7 +320,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                     while !stop_w.load(Ordering::Relaxed) {
                         glommio::timer::sleep(Duration::from_millis(50)).await;
                     }
-                    s.shutting_down.set(true);
+                    s.begin_shutdown();
                 })
                 .detach();
                 if let Some(l) = listener {

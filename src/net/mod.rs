@@ -47,10 +47,16 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 /// Hands every accepted connection to `on_accept` until the shard starts shutting down.
 pub async fn accept_until_shutdown(shard: &Shard, listener: &TcpListener, on_accept: impl Fn(TcpStream)) {
     loop {
+        // The accept future must be polled only when it can make progress: glommio 0.9's
+        // accept keeps a clone of the waker at every poll until it completes, so waking this
+        // task periodically (a timer here once did) overflows the task's reference count
+        // after about 30,000 wake-ups and panics an idle broker.
+        let stopping = shard.shutdown.listen();
+        if shard.shutting_down.get() {
+            return;
+        }
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            while !shard.shutting_down.get() {
-                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
-            }
+            stopping.await;
             None
         })
         .await;

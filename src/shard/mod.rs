@@ -132,6 +132,8 @@ pub struct Shard {
     pub inflight_bytes: Rc<Semaphore>,
     pub inflight_requests: Cell<usize>,
     pub shutting_down: Cell<bool>,
+    /// Fires once, when shutdown begins.
+    pub shutdown: crate::util::LocalNotify,
     pub fetch_sessions: RefCell<crate::handlers::fetch_session::FetchSessions>,
     pub metrics: crate::metrics::CoreMetrics,
     meta_path: PathBuf,
@@ -169,6 +171,7 @@ impl Shard {
             inflight_bytes: Rc::new(Semaphore::new(crate::limits::CORE_INFLIGHT_BYTES_MAX as u64)),
             inflight_requests: Cell::new(0),
             shutting_down: Cell::new(false),
+            shutdown: Default::default(),
             fetch_sessions: RefCell::new(Default::default()),
             metrics: Default::default(),
             meta_path,
@@ -513,6 +516,12 @@ impl Shard {
             self.broadcast_image(&image).await;
         }
         results
+    }
+
+    /// Stops accepting connections and long-polls; in-flight requests finish.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.set(true);
+        self.shutdown.notify_all();
     }
 
     /// Every shard's metric samples, gathered over the mesh.
