@@ -23,6 +23,20 @@ pub struct SessionPartition {
     pub last_log_start_offset: i64,
 }
 
+impl SessionPartition {
+    /// A partition the client has not been told anything about yet.
+    fn fresh(r: &RequestedPartition) -> SessionPartition {
+        SessionPartition {
+            topic: r.topic.clone(),
+            partition: r.partition,
+            fetch_offset: r.fetch_offset,
+            max_bytes: r.max_bytes,
+            last_high_watermark: -1,
+            last_log_start_offset: -1,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Session {
     next_epoch: i32,
@@ -99,17 +113,7 @@ impl FetchSessions {
                     break id;
                 }
             };
-            let partitions = requested
-                .iter()
-                .map(|r| SessionPartition {
-                    topic: r.topic.clone(),
-                    partition: r.partition,
-                    fetch_offset: r.fetch_offset,
-                    max_bytes: r.max_bytes,
-                    last_high_watermark: -1,
-                    last_log_start_offset: -1,
-                })
-                .collect();
+            let partitions = requested.iter().map(SessionPartition::fresh).collect();
             self.sessions.insert(id, Session { next_epoch: 1, partitions, last_used: self.clock });
             return Plan::Full { id };
         }
@@ -127,14 +131,7 @@ impl FetchSessions {
                     p.fetch_offset = r.fetch_offset;
                     p.max_bytes = r.max_bytes;
                 }
-                None => s.partitions.push(SessionPartition {
-                    topic: r.topic.clone(),
-                    partition: r.partition,
-                    fetch_offset: r.fetch_offset,
-                    max_bytes: r.max_bytes,
-                    last_high_watermark: -1,
-                    last_log_start_offset: -1,
-                }),
+                None => s.partitions.push(SessionPartition::fresh(r)),
             }
         }
         s.partitions.retain(|p| !forgotten.iter().any(|(t, i)| *t == p.topic && *i == p.partition));
