@@ -549,6 +549,9 @@ impl PartitionLog {
     /// Writes pending batches, finalizes rolled segments and syncs when asked, until idle.
     async fn flusher(self: Rc<Self>) {
         loop {
+            // Let the tasks already runnable on this core (requests that arrived in the
+            // same reactor turn) append first, so one write and one fdatasync cover them all.
+            futures_lite::future::yield_now().await;
             match self.flush_step().await {
                 Ok(true) => continue,
                 Ok(false) => {
