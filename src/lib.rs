@@ -44,8 +44,9 @@
 //!
 //! One directory per partition (`<topic>-<partition>`) of Kafka-format segment
 //! files with sparse offset and time indexes ([`storage::index`]). Appends get
-//! their offset synchronously and are written by a per-partition flusher with
-//! group commit; acks=all waits for `fdatasync`. Recently written batches stay
+//! their offset synchronously and are written by a per-partition flusher;
+//! acks=all waits for a sync round of the core's [`storage::syncer`] (one
+//! `syncfs` covering every partition of the core: group commit). Recently written batches stay
 //! in memory for tailing consumers; older ones are read with DMA reads. After a
 //! crash, recovery checks every batch's length, CRC and offset continuity from
 //! the last trusted point and truncates a torn tail; see [`storage::log`].

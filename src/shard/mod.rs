@@ -136,6 +136,8 @@ pub struct Shard {
     pub shutdown: crate::util::LocalNotify,
     pub fetch_sessions: RefCell<crate::handlers::fetch_session::FetchSessions>,
     pub metrics: crate::metrics::CoreMetrics,
+    /// One sync round covers every partition of this core (group commit).
+    pub syncer: Rc<crate::storage::syncer::CoreSyncer>,
     meta_path: PathBuf,
 }
 
@@ -174,6 +176,7 @@ impl Shard {
             shutdown: Default::default(),
             fetch_sessions: RefCell::new(Default::default()),
             metrics: Default::default(),
+            syncer: Default::default(),
             meta_path,
         });
         shard.apply_image(image).await;
@@ -460,6 +463,7 @@ impl Shard {
                         let dir = self.partition_dir(name, i as i32);
                         match PartitionLog::open(dir.clone(), cfg.clone()).await {
                             Ok(log) => {
+                                log.set_syncer(self.syncer.clone());
                                 let mut logs = self.logs.borrow_mut();
                                 let v = logs.entry(name.clone()).or_default();
                                 if v.len() <= i {
@@ -566,7 +570,8 @@ impl Shard {
                 memory += log.memory_bytes() as u64;
             }
         }
-        out.push(sample("corestream_fsyncs_total", Kind::Counter, "fdatasync calls on segment files.", vec![shard()], fsyncs as f64));
+        out.push(sample("corestream_fsyncs_total", Kind::Counter, "Durability waits of partition logs (each served by a sync round or an fdatasync).", vec![shard()], fsyncs as f64));
+        out.push(sample("corestream_sync_rounds_total", Kind::Counter, "Group-commit sync rounds (one syncfs each, covering every partition of the core).", vec![shard()], self.syncer.rounds.get() as f64));
         out.push(summary("corestream_fsync_latency_seconds", "fdatasync latency on segment files.", vec![shard()], &fsync, 1e-6));
         out.push(sample("corestream_log_memory_bytes", Kind::Gauge, "Bytes held in memory by partition logs (tail cache and unwritten batches).", vec![shard()], memory as f64));
         out

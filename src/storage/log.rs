@@ -14,8 +14,10 @@
 //! which they were called, without a lock. The flusher task then writes the
 //! pending bytes with O_DIRECT: each write starts at the aligned start of the
 //! partial tail block and rewrites it, files are preallocated in steps, and
-//! when a caller waits for durability it issues one `fdatasync` covering every
-//! batch written meanwhile (group commit). A rolled segment is synced, trimmed
+//! when a caller waits for durability it asks for one sync covering every batch
+//! written meanwhile: a round of the core's [`super::syncer::CoreSyncer`]
+//! (shared by all partitions of the core) when the log has one, else an
+//! `fdatasync` of its own file. A rolled segment is synced, trimmed
 //! to its length and gets its index files before the next segment is written.
 //!
 //! # Recovery
@@ -220,6 +222,8 @@ pub struct PartitionLog {
     progress: LocalNotify,
     /// Counters for the metrics endpoint (this core only).
     pub stats: LogStats,
+    /// The core's group-commit syncer; without one each log fdatasyncs its own file.
+    syncer: RefCell<Option<Rc<super::syncer::CoreSyncer>>>,
 }
 
 /// What a partition log has done, for metrics.
@@ -282,6 +286,11 @@ impl PartitionLog {
 
     pub fn config(&self) -> LogConfig {
         self.cfg.borrow().clone()
+    }
+
+    /// Makes acks=all syncs go through the core's group-commit syncer.
+    pub fn set_syncer(&self, syncer: Rc<super::syncer::CoreSyncer>) {
+        *self.syncer.borrow_mut() = Some(syncer);
     }
 
     pub fn set_config(&self, cfg: LogConfig) {
@@ -395,6 +404,7 @@ impl PartitionLog {
             data_arrived: LocalNotify::default(),
             progress: LocalNotify::default(),
             stats: LogStats::default(),
+            syncer: RefCell::new(None),
         }))
     }
 
@@ -646,7 +656,12 @@ impl PartitionLog {
         };
         if let Some(file) = file {
             let started = std::time::Instant::now();
-            file.fdatasync().await.map_err(|e| io_err("fdatasync", e))?;
+            let syncer = self.syncer.borrow().clone();
+            match syncer {
+                // Group commit across the core's partitions: one sync round covers them all.
+                Some(s) => s.sync(file.clone()).await.map_err(|e| io_err("syncfs", e))?,
+                None => file.fdatasync().await.map_err(|e| io_err("fdatasync", e))?,
+            }
             self.stats.synced(started);
             #[cfg(test)]
             tests::trace_io("sync", &file);

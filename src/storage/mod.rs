@@ -2,3 +2,4 @@
 
 pub mod index;
 pub mod log;
+pub mod syncer;
