@@ -76,16 +76,12 @@ fn block_on<T>(f: impl Future<Output = T>) -> T {
     EXECUTOR.with(|ex| ex.run(f))
 }
 
-/// splitmix64: deterministic, incompressible-looking payloads and lookup targets.
-struct Rng(u64);
+/// Deterministic, incompressible-looking payloads and lookup targets.
+struct Rng(corestream::util::SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     fn bytes(&mut self, n: usize) -> Vec<u8> {
@@ -100,7 +96,7 @@ impl Rng {
 
 /// An uncompressed v2 batch of records with null keys and the given value lengths.
 fn batch_with_value_lens(lens: &[usize], seed: u64) -> BytesMut {
-    let mut rng = Rng(seed);
+    let mut rng = Rng(corestream::util::SplitMix64::new(seed));
     let values: Vec<Vec<u8>> = lens.iter().map(|&n| rng.bytes(n)).collect();
     let kv: Vec<batch::KeyValue<'_>> = values.iter().map(|v| (None, Some(&v[..]))).collect();
     batch::build_batch(&kv, 1_700_000_000_000)
@@ -477,7 +473,7 @@ fn bench_index_lookup(c: &mut Criterion) {
     }
     assert_eq!(index.len(), INDEX_ENTRIES as usize);
     let tree: BTreeMap<u32, u32> = entries.iter().copied().collect();
-    let mut rng = Rng(42);
+    let mut rng = Rng(corestream::util::SplitMix64::new(42));
     let targets: Vec<u32> =
         (0..LOOKUP_TARGETS).map(|_| (rng.next() % (u64::from(INDEX_ENTRIES) * 16)) as u32).collect();
 

@@ -1385,16 +1385,12 @@ mod tests {
             .run(f)
     }
 
-    /// splitmix64: small, seedable, good enough for test data and op choice.
-    struct Rng(u64);
+    /// Test data and op choice from the crate's seedable generator.
+    struct Rng(crate::util::SplitMix64);
 
     impl Rng {
         fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
+            self.0.next_u64()
         }
         fn below(&mut self, n: u64) -> u64 {
             self.next() % n.max(1)
@@ -1418,7 +1414,7 @@ mod tests {
 
     /// A batch of `records` records with `value_bytes`-long values derived from `seed`.
     fn make_batch(seed: u64, records: usize, value_bytes: usize, ts: i64) -> BytesMut {
-        let mut rng = Rng(seed);
+        let mut rng = Rng(crate::util::SplitMix64::new(seed));
         let keys: Vec<Vec<u8>> = (0..records).map(|i| format!("key-{seed}-{i}").into_bytes()).collect();
         let values: Vec<Vec<u8>> = (0..records).map(|_| rng.bytes(value_bytes)).collect();
         let kv: Vec<batch::KeyValue<'_>> =
@@ -2044,7 +2040,7 @@ mod tests {
             crash(log).await;
 
             // Random garbage, longer than a block.
-            write_at(&seg, data, &Rng(5).bytes(9000));
+            write_at(&seg, data, &Rng(crate::util::SplitMix64::new(5)).bytes(9000));
             let log = reopen(&d, c.clone()).await;
             check_all(&log, &m, "garbage").await;
             assert_eq!(file_len(&seg), data);
@@ -2059,7 +2055,7 @@ mod tests {
             });
             let info = AppendInfo { base_offset: m.end(), last_offset: m.end() + 1, log_append_time: -1, log_start_offset: 0 };
             m.push(&good, &info, 3);
-            write_at(&seg, m.bytes_between(0, i64::MAX), &Rng(6).bytes(100));
+            write_at(&seg, m.bytes_between(0, i64::MAX), &Rng(crate::util::SplitMix64::new(6)).bytes(100));
             let log = reopen(&d, c.clone()).await;
             check_all(&log, &m, "valid batch written behind the log's back").await;
             good = make_batch(96, 1, 1, 7);
@@ -2710,7 +2706,7 @@ mod tests {
     fn opfuzz(seed: u64, ops: usize) {
         eprintln!("opfuzz seed {seed} ({ops} ops); replay with OPFUZZ_SEED={seed}");
         run(async move {
-            let mut rng = Rng(seed);
+            let mut rng = Rng(crate::util::SplitMix64::new(seed));
             let dir = tempfile::tempdir().unwrap();
             let d = dir.path().join("p");
             let mut c = cfg([8 * 1024, 64 * 1024, 1 << 20][rng.below(3) as usize]);
