@@ -15,11 +15,10 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
 
 use super::fetch_session::{Plan, RequestedPartition};
 use super::{decode, respond, HandlerError};
-use kafka_protocol::protocol::StrBytes;
 use crate::limits::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MS_MAX};
 use crate::protocol::errors as ec;
 use crate::protocol::fetch_encode::{self, PartitionOut, TopicOut};
@@ -27,7 +26,7 @@ use crate::protocol::frame::Request;
 use crate::shard::{FetchPart, FetchPartResult, Op, Reply, Shard};
 
 struct Wanted {
-    topic: TopicName,
+    topic: String,
     partition: i32,
     /// The owner shard and the part, or the error to answer with.
     target: Result<(usize, FetchPart), i16>,
@@ -146,7 +145,7 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out
                     },
                 )),
             };
-            Wanted { topic: TopicName(StrBytes::from_string(p.topic)), partition: p.partition, target }
+            Wanted { topic: p.topic, partition: p.partition, target }
         })
         .collect();
     let mut results = read_all(shard, &wanted).await;
@@ -176,7 +175,7 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out
         if session_id != 0 {
             let include = shard.fetch_sessions.borrow_mut().note_sent(
                 session_id,
-                w.topic.0.as_str(),
+                &w.topic,
                 w.partition,
                 !records.is_empty(),
                 r.error,
@@ -196,8 +195,8 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out
             records,
         };
         match topics.last_mut() {
-            Some(t) if t.name == w.topic.0.as_str() => t.partitions.push(pd),
-            _ => topics.push(TopicOut { name: w.topic.0.to_string(), partitions: vec![pd] }),
+            Some(t) if t.name == w.topic => t.partitions.push(pd),
+            _ => topics.push(TopicOut { name: w.topic, partitions: vec![pd] }),
         }
     }
     let chunks = fetch_encode::encode(req.api_version, req.correlation_id, ec::NONE, session_id, &topics);
