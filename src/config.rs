@@ -194,6 +194,46 @@ pub struct BrokerConfig {
     pub background_shares: usize,
     /// Report tasks that hold a reactor longer than this (0: stall detection off).
     pub stall_threshold_ms: u64,
+    /// Consumer-group coordinator settings.
+    pub group: GroupConfig,
+}
+
+/// Settings of the group coordinator, under Kafka's names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits for more members.
+    pub initial_rebalance_delay_ms: i64,
+    /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`: the session timeouts members may ask for.
+    pub min_session_timeout_ms: i64,
+    pub max_session_timeout_ms: i64,
+    /// `group.max.size`: members per group.
+    pub max_size: usize,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` (fixed once the topic exists).
+    pub offsets_topic_partitions: i32,
+    /// `offset.metadata.max.bytes`: the longest metadata string a commit may carry.
+    pub offset_metadata_max_bytes: usize,
+    /// `offsets.retention.minutes` in ms: committed offsets of an empty group are dropped after this long.
+    pub offsets_retention_ms: i64,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
+    pub consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.session.timeout.ms` (KIP-848 groups).
+    pub consumer_session_timeout_ms: i64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            initial_rebalance_delay_ms: 3000,
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            max_size: i32::MAX as usize,
+            offsets_topic_partitions: 50,
+            offset_metadata_max_bytes: 4096,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            consumer_heartbeat_interval_ms: 5000,
+            consumer_session_timeout_ms: 45_000,
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -225,6 +265,7 @@ impl Default for BrokerConfig {
             io_memory_bytes: 0,
             background_shares: 100,
             stall_threshold_ms: 0,
+            group: GroupConfig::default(),
         }
     }
 }
@@ -303,6 +344,27 @@ impl BrokerConfig {
                 self.background_shares = v as usize;
             }
             "reactor.stall.threshold.ms" => self.stall_threshold_ms = parse_i64(key, value, 0)? as u64,
+            "group.initial.rebalance.delay.ms" => self.group.initial_rebalance_delay_ms = parse_i64(key, value, 0)?,
+            "group.min.session.timeout.ms" => self.group.min_session_timeout_ms = parse_i64(key, value, 0)?,
+            "group.max.session.timeout.ms" => self.group.max_session_timeout_ms = parse_i64(key, value, 0)?,
+            "group.max.size" => self.group.max_size = parse_i64(key, value, 1)?.min(i32::MAX as i64) as usize,
+            "offsets.topic.num.partitions" => {
+                let v = parse_i64(key, value, 1)?;
+                if v > 1000 {
+                    return Err(invalid(key, value, "at most 1000"));
+                }
+                self.group.offsets_topic_partitions = v as i32;
+            }
+            "offset.metadata.max.bytes" => self.group.offset_metadata_max_bytes = parse_i64(key, value, 0)? as usize,
+            "offsets.retention.minutes" => self.group.offsets_retention_ms = parse_i64(key, value, 1)? * 60_000,
+            "group.consumer.heartbeat.interval.ms" => {
+                self.group.consumer_heartbeat_interval_ms = parse_i64(key, value, 1)?.min(i32::MAX as i64) as i32
+            }
+            "group.consumer.session.timeout.ms" => self.group.consumer_session_timeout_ms = parse_i64(key, value, 1)?,
+            // Accepted for compatibility with Kafka set-ups: one broker means one replica.
+            "offsets.topic.replication.factor" | "transaction.state.log.replication.factor" | "transaction.state.log.min.isr" => {
+                parse_i64(key, value, 1)?;
+            }
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
         Ok(())
@@ -393,6 +455,15 @@ impl BrokerConfig {
             ("min.insync.replicas", self.min_insync_replicas.to_string()),
             ("default.replication.factor", "1".to_string()),
             ("offsets.topic.replication.factor", "1".to_string()),
+            ("offsets.topic.num.partitions", self.group.offsets_topic_partitions.to_string()),
+            ("offsets.retention.minutes", (self.group.offsets_retention_ms / 60_000).to_string()),
+            ("offset.metadata.max.bytes", self.group.offset_metadata_max_bytes.to_string()),
+            ("group.initial.rebalance.delay.ms", self.group.initial_rebalance_delay_ms.to_string()),
+            ("group.min.session.timeout.ms", self.group.min_session_timeout_ms.to_string()),
+            ("group.max.session.timeout.ms", self.group.max_session_timeout_ms.to_string()),
+            ("group.max.size", self.group.max_size.to_string()),
+            ("group.consumer.heartbeat.interval.ms", self.group.consumer_heartbeat_interval_ms.to_string()),
+            ("group.consumer.session.timeout.ms", self.group.consumer_session_timeout_ms.to_string()),
             ("admin.listen", self.admin_listen.map(|a| a.to_string()).unwrap_or_else(|| "none".into())),
             ("reactor.spin.before.park.us", self.spin_before_park_us.to_string()),
             ("reactor.io.memory.bytes", self.io_memory_bytes.to_string()),

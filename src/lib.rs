@@ -55,6 +55,7 @@
 //! - [`config`]: broker and topic settings under Kafka's names.
 //! - [`limits`]: every bound, with compile-time checks of their relations.
 //! - [`protocol`]: framing, record batch validation, Kafka error codes. No I/O.
+//! - [`group`]: consumer groups: the per-core group coordinator, its state machine, committed offsets in `__consumer_offsets`.
 //! - [`handlers`]: one file per API family; [`handlers::api_versions`] lists what is served.
 //! - [`metrics`]: per-core counters and histograms, the Prometheus admin endpoint.
 //! - [`net`]: listener, connections, ordered responses, backpressure.
@@ -67,6 +68,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod group;
 pub mod handlers;
 pub mod limits;
 pub mod metrics;

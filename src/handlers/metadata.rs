@@ -59,7 +59,7 @@ pub fn topic_response(version: i16, t: &TopicMeta, node_id: i32) -> MetadataResp
         .with_error_code(ec::NONE)
         .with_name(Some(TopicName(str_bytes(&t.name))))
         .with_topic_id(if version >= 10 { uuid::Uuid::from_bytes(t.id) } else { uuid::Uuid::nil() })
-        .with_is_internal(false)
+        .with_is_internal(t.name == crate::group::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }
 

@@ -11,6 +11,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod fetch;
 pub mod fetch_session;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -111,6 +112,17 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
         ApiKey::IncrementalAlterConfigs => Box::pin(async move { configs::incremental_alter(&shard, req).await }),
         ApiKey::DescribeCluster => Box::pin(async move { admin::describe_cluster(&shard, req).await }),
         ApiKey::DescribeLogDirs => Box::pin(async move { admin::describe_log_dirs(&shard, req).await }),
+        ApiKey::FindCoordinator => Box::pin(async move { groups::find_coordinator(&shard, req).await }),
+        ApiKey::JoinGroup => Box::pin(async move { groups::join_group(&shard, req).await }),
+        ApiKey::SyncGroup => Box::pin(async move { groups::sync_group(&shard, req).await }),
+        ApiKey::Heartbeat => Box::pin(async move { groups::heartbeat(&shard, req).await }),
+        ApiKey::LeaveGroup => Box::pin(async move { groups::leave_group(&shard, req).await }),
+        ApiKey::OffsetCommit => Box::pin(async move { groups::offset_commit(&shard, req).await }),
+        ApiKey::OffsetFetch => Box::pin(async move { groups::offset_fetch(&shard, req).await }),
+        ApiKey::DescribeGroups => Box::pin(async move { groups::describe_groups(&shard, req).await }),
+        ApiKey::ListGroups => Box::pin(async move { groups::list_groups(&shard, req).await }),
+        ApiKey::DeleteGroups => Box::pin(async move { groups::delete_groups(&shard, req).await }),
+        ApiKey::OffsetDelete => Box::pin(async move { groups::offset_delete(&shard, req).await }),
         _ => return Err(HandlerError::UnknownApi(req.api_key)),
     })
 }

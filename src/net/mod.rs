@@ -88,6 +88,7 @@ type InFlight = (Queued, usize, i16, std::time::Instant);
 
 async fn serve(shard: Rc<Shard>, mut stream: TcpStream) -> Result<(), ConnError> {
     stream.set_nodelay(true).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     // SAFETY: dup returns a new descriptor we own; the writer stream takes ownership of it.
     let wfd = unsafe { libc::dup(stream.as_raw_fd()) };
     if wfd < 0 {
@@ -172,7 +173,10 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) -> Result<(), ConnError>
             let arrived = std::time::Instant::now();
             let api_key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]])).unwrap_or(-1);
             let started = match parse_request(frame) {
-                Ok(req) => handlers::start(&shard, req).await.map_err(ConnError::from),
+                Ok(mut req) => {
+                    req.peer = peer;
+                    handlers::start(&shard, req).await.map_err(ConnError::from)
+                }
                 Err(e) => Err(e.into()),
             };
             let fut = match started {

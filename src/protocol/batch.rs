@@ -33,7 +33,7 @@
 //! offset, the leader epoch and (optionally) LogAppendTime in place. [`build_batch`] builds
 //! uncompressed batches for tests and benchmarks.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Size of the fixed v2 batch header, including `baseOffset` and `batchLength`.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -621,6 +621,54 @@ fn walk_record_body(body: &[u8], index: i32) -> Result<(), &'static str> {
         return Err("record length exceeds the fields it contains");
     }
     Ok(())
+}
+
+/// One record's key and value, read from an uncompressed batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyValueRecord {
+    pub offset: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+}
+
+/// Reads the keys and values of the uncompressed batch at the start of `buf` after checking
+/// it (CRC, structure, every record walked first), so lying lengths or counts cannot make it
+/// allocate or panic. Compressed batches are rejected with `InvalidRecord`: the callers (the
+/// group coordinator's loader) only write uncompressed ones.
+pub fn key_values(buf: &Bytes) -> Result<(BatchHeader, Vec<KeyValueRecord>), BatchError> {
+    let header = check_frame(buf)?;
+    if header.compression() != 0 {
+        return Err(BatchError::InvalidRecord("compressed batch where uncompressed was expected".into()));
+    }
+    let end = header.total_bytes();
+    let records = buf.get(BATCH_HEADER_BYTES..end).ok_or(BatchError::Truncated)?;
+    walk_records(records, header.records_count)?;
+    let mut out = Vec::with_capacity(header.records_count.max(0) as usize);
+    let mut pos = BATCH_HEADER_BYTES;
+    let bad = |m: &'static str| BatchError::InvalidRecord(m.to_string());
+    for _ in 0..header.records_count {
+        let (len, n) = read_varint(&buf[pos..end]).ok_or_else(|| bad("record length"))?;
+        let body_start = pos + n;
+        let body_end = body_start + len as usize;
+        let mut r = Reader::new(&buf[body_start..body_end]);
+        r.u8().map_err(bad)?;
+        r.varlong().map_err(bad)?;
+        let delta = r.varint().map_err(bad)?;
+        let field = |r: &mut Reader<'_>| -> Result<Option<Bytes>, BatchError> {
+            let l = r.varint().map_err(bad)?;
+            if l < 0 {
+                return Ok(None);
+            }
+            let s = body_start + r.pos;
+            r.skip(l as usize).map_err(bad)?;
+            Ok(Some(buf.slice(s..s + l as usize)))
+        };
+        let key = field(&mut r)?;
+        let value = field(&mut r)?;
+        out.push(KeyValueRecord { offset: header.base_offset + delta as i64, key, value });
+        pos = body_end;
+    }
+    Ok((header, out))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ pub struct Request {
     pub header: RequestHeader,
     /// The body, after the header.
     pub body: Bytes,
+    /// The client's address, when the connection knows it (group members report it).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// Decodes a request header. Unknown api keys are an error; so is a header that
@@ -55,7 +57,7 @@ pub fn parse_request(mut frame: Bytes) -> Result<Request, FrameError> {
     let header_version = key.request_header_version(api_version.clamp(range.min, range.max));
     let header = RequestHeader::decode(&mut frame, header_version)
         .map_err(|e| FrameError::BadHeader(e.to_string()))?;
-    Ok(Request { api_key, api_version, correlation_id, header, body: frame })
+    Ok(Request { api_key, api_version, correlation_id, header, body: frame, peer: None })
 }
 
 /// Encodes a response frame: size prefix, response header, body.

@@ -40,6 +40,7 @@ pub enum Op {
     Metrics,
     Apply { image: MetadataImage },
     Admin(AdminOp),
+    Group(crate::group::GroupOp),
 }
 
 #[derive(Debug)]
@@ -53,6 +54,7 @@ pub enum Reply {
     Metrics(Vec<crate::metrics::Sample>),
     Applied,
     Admin(Vec<AdminResult>),
+    Group(crate::group::GroupReply),
 }
 
 #[derive(Debug)]
@@ -138,6 +140,8 @@ pub struct Shard {
     pub metrics: crate::metrics::CoreMetrics,
     /// One sync round covers every partition of this core (group commit).
     pub syncer: Rc<crate::storage::syncer::CoreSyncer>,
+    /// The consumer groups this core coordinates.
+    pub groups: crate::group::coordinator::Coordinator,
     meta_path: PathBuf,
 }
 
@@ -177,6 +181,7 @@ impl Shard {
             fetch_sessions: RefCell::new(Default::default()),
             metrics: Default::default(),
             syncer: Default::default(),
+            groups: Default::default(),
             meta_path,
         });
         shard.apply_image(image).await;
@@ -299,6 +304,7 @@ impl Shard {
                 Reply::Applied
             }
             Op::Admin(op) => Reply::Admin(self.admin_local(op).await),
+            Op::Group(op) => Reply::Group(crate::group::coordinator::Coordinator::execute(self, op).await),
         }
     }
 
@@ -477,6 +483,7 @@ impl Shard {
                 }
             }
         }
+        crate::group::coordinator::Coordinator::on_image(self);
     }
 
     /// Sends `image` to every shard (this one included) and waits until all applied it.
@@ -692,6 +699,9 @@ pub fn apply_admin(image: &mut MetadataImage, op: AdminOp, cfg: &BrokerConfig, s
             for n in names {
                 if !cfg.delete_topic_enable {
                     results.push(res(&n, ec::TOPIC_DELETION_DISABLED, None));
+                } else if n == crate::group::OFFSETS_TOPIC {
+                    // Kafka refuses to delete internal topics; the groups live in this one.
+                    results.push(res(&n, ec::INVALID_REQUEST, Some("cannot delete the internal topic __consumer_offsets".into())));
                 } else if let Some(t) = image.topics.remove(&n) {
                     let mut r = res(&n, ec::NONE, None);
                     r.topic_id = t.id;
@@ -708,6 +718,11 @@ pub fn apply_admin(image: &mut MetadataImage, op: AdminOp, cfg: &BrokerConfig, s
                     results.push(res(&name, ec::UNKNOWN_TOPIC_OR_PARTITION, None));
                     continue;
                 };
+                if name == crate::group::OFFSETS_TOPIC {
+                    // Groups are placed by hash modulo the partition count: it must not change.
+                    results.push(res(&name, ec::INVALID_REQUEST, Some("the partition count of __consumer_offsets is fixed".into())));
+                    continue;
+                }
                 if count <= current {
                     results.push(res(
                         &name,
