@@ -24,9 +24,13 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use glommio::channels::local_channel::{self, LocalSender};
 
+use super::consumer::{self, ConsumerGroup, TopicsView};
 use super::records::{self, GroupValue, Key, MemberValue, OffsetValue};
 use super::state::{Action, Committed, Group, GroupState, IdSource, ReqId};
-use super::{partition_for, GroupDescription, GroupListing, GroupOp, GroupReply, MemberDescription, OFFSETS_TOPIC};
+use super::{
+    partition_for, ConsumerDescription, ConsumerMemberDescription, GroupDescription, GroupListing, GroupOp, GroupReply,
+    MemberDescription, OFFSETS_TOPIC,
+};
 use crate::protocol::batch;
 use crate::protocol::errors as ec;
 use crate::shard::Shard;
@@ -70,7 +74,10 @@ impl IdSource for MemberIds {
 
 /// One core's groups.
 pub struct Coordinator {
+    /// Classic groups, and the committed offsets of every group.
     groups: RefCell<HashMap<String, Group>>,
+    /// KIP-848 groups' membership (their offsets live in `groups`).
+    consumers: RefCell<HashMap<String, ConsumerGroup>>,
     joins: RefCell<HashMap<ReqId, LocalSender<super::JoinResponse>>>,
     syncs: RefCell<HashMap<ReqId, LocalSender<super::SyncResponse>>>,
     next_req: Cell<ReqId>,
@@ -85,6 +92,7 @@ impl Default for Coordinator {
         let seed = (now_ms() as u64) ^ (std::process::id() as u64).rotate_left(32) ^ (&0u8 as *const u8 as u64);
         Coordinator {
             groups: RefCell::new(HashMap::new()),
+            consumers: RefCell::new(HashMap::new()),
             joins: RefCell::new(HashMap::new()),
             syncs: RefCell::new(HashMap::new()),
             next_req: Cell::new(1),
@@ -94,6 +102,17 @@ impl Default for Coordinator {
             last_expiry_check: Cell::new(0),
         }
     }
+}
+
+/// The topics a KIP-848 group can subscribe to.
+fn topics_view(shard: &Shard) -> TopicsView {
+    shard
+        .image()
+        .topics
+        .values()
+        .filter(|t| t.name != OFFSETS_TOPIC)
+        .map(|t| (t.name.clone(), (t.id, t.partitions.len() as i32)))
+        .collect()
 }
 
 fn offsets_partitions(shard: &Shard) -> i32 {
@@ -174,6 +193,9 @@ impl Coordinator {
                 let failed = |e| GroupReply::Join(super::JoinResponse { error: e, member_id: member_id.clone(), ..Default::default() });
                 if let Err(e) = Self::check_ready(shard, &group) {
                     return failed(e);
+                }
+                if me.consumers.borrow().get(&group).is_some_and(|c| !c.members.is_empty()) {
+                    return failed(ec::INCONSISTENT_GROUP_PROTOCOL);
                 }
                 let id = me.next_req();
                 let (tx, rx) = local_channel::new_bounded(1);
@@ -266,6 +288,24 @@ impl Coordinator {
                 if let Err(e) = Self::check_ready(shard, &group) {
                     return GroupReply::Described(Err(e));
                 }
+                if let Some(c) = me.consumers.borrow().get(&group).filter(|c| !c.members.is_empty()) {
+                    return GroupReply::Described(Ok(GroupDescription {
+                        state: c.state_name().to_string(),
+                        protocol_type: "consumer".into(),
+                        protocol: c.assignor().to_string(),
+                        members: c
+                            .members
+                            .values()
+                            .map(|m| MemberDescription {
+                                member_id: m.member_id.clone(),
+                                instance_id: m.instance_id.clone(),
+                                client_id: m.client_id.clone(),
+                                client_host: m.client_host.clone(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }));
+                }
                 let groups = me.groups.borrow();
                 GroupReply::Described(Ok(match groups.get(&group) {
                     None => GroupDescription { state: "Dead".into(), ..Default::default() },
@@ -274,27 +314,107 @@ impl Coordinator {
             }
             GroupOp::List => {
                 let groups = me.groups.borrow();
-                GroupReply::Listed(
+                let consumers = me.consumers.borrow();
+                let mut out: Vec<GroupListing> = consumers
+                    .values()
+                    .filter(|c| !c.members.is_empty() || groups.contains_key(&c.id))
+                    .map(|c| GroupListing {
+                        group_id: c.id.clone(),
+                        protocol_type: "consumer".into(),
+                        state: c.state_name().to_string(),
+                        group_type: "consumer".into(),
+                    })
+                    .collect();
+                out.extend(
                     groups
                         .values()
-                        .filter(|g| g.state != GroupState::Dead)
+                        .filter(|g| g.state != GroupState::Dead && !consumers.contains_key(&g.id))
                         .map(|g| GroupListing {
                             group_id: g.id.clone(),
                             protocol_type: g.protocol_type.clone().unwrap_or_default(),
                             state: g.state.name().to_string(),
                             group_type: "classic".into(),
+                        }),
+                );
+                GroupReply::Listed(out)
+            }
+            GroupOp::ConsumerHeartbeat { group, req } => {
+                let member_id = req.member_id.clone();
+                let epoch = req.member_epoch;
+                let failed = |e: i16, msg: &str| {
+                    GroupReply::ConsumerHeartbeat(consumer::HeartbeatOut {
+                        error: e,
+                        message: Some(msg.to_string()),
+                        member_id: member_id.clone(),
+                        member_epoch: epoch,
+                        ..Default::default()
+                    })
+                };
+                if let Err(e) = Self::check_ready(shard, &group) {
+                    return failed(e, "the coordinator is not ready");
+                }
+                if me.groups.borrow().get(&group).is_some_and(|g| !g.is_empty()) {
+                    return failed(ec::GROUP_ID_NOT_FOUND, "the group uses the classic protocol");
+                }
+                let topics = topics_view(shard);
+                let mut consumers = me.consumers.borrow_mut();
+                let c = consumers.entry(group.clone()).or_insert_with(|| ConsumerGroup::new(&group));
+                let mut ids = me.ids.borrow_mut();
+                let mut new_id = || ids.next_id("").trim_start_matches('-').to_string();
+                GroupReply::ConsumerHeartbeat(c.heartbeat(req, now, &cfg, &topics, &mut new_id))
+            }
+            GroupOp::ConsumerDescribe { group } => {
+                if let Err(e) = Self::check_ready(shard, &group) {
+                    return GroupReply::ConsumerDescribed(Err(e));
+                }
+                let consumers = me.consumers.borrow();
+                let Some(c) = consumers.get(&group) else {
+                    return GroupReply::ConsumerDescribed(Err(ec::GROUP_ID_NOT_FOUND));
+                };
+                let list = |s: &std::collections::BTreeSet<consumer::Tp>| consumer::group_by_topic(s).into_iter().collect::<Vec<_>>();
+                GroupReply::ConsumerDescribed(Ok(ConsumerDescription {
+                    state: c.state_name().to_string(),
+                    group_epoch: c.group_epoch,
+                    assignment_epoch: c.assignment_epoch,
+                    assignor: c.assignor().to_string(),
+                    members: c
+                        .members
+                        .values()
+                        .map(|m| ConsumerMemberDescription {
+                            member_id: m.member_id.clone(),
+                            instance_id: m.instance_id.clone(),
+                            rack_id: m.rack_id.clone(),
+                            member_epoch: m.epoch,
+                            client_id: m.client_id.clone(),
+                            client_host: m.client_host.clone(),
+                            subscribed_topic_names: m.subscribed_names.clone(),
+                            subscribed_topic_regex: m.subscribed_regex.clone(),
+                            assignment: list(&m.assigned),
+                            target_assignment: c.target.get(&m.member_id).map(list).unwrap_or_default(),
                         })
                         .collect(),
-                )
+                }))
             }
             GroupOp::Delete { group } => {
                 let p = match Self::check_ready(shard, &group) {
                     Ok(p) => p,
                     Err(e) => return GroupReply::Code(e),
                 };
+                let had_consumer = {
+                    let mut consumers = me.consumers.borrow_mut();
+                    match consumers.get(&group) {
+                        Some(c) if !c.members.is_empty() => return GroupReply::Code(ec::NON_EMPTY_GROUP),
+                        Some(_) => {
+                            consumers.remove(&group);
+                            true
+                        }
+                        None => false,
+                    }
+                };
                 let removed = {
                     let mut groups = me.groups.borrow_mut();
                     match groups.get_mut(&group) {
+                        None if had_consumer => Ok(Group::new(&group, now)),
                         None => Err(ec::GROUP_ID_NOT_FOUND),
                         Some(g) => g.delete(now).map(|_| groups.remove(&group).expect("present")),
                     }
@@ -327,7 +447,12 @@ impl Coordinator {
                     if g.state != GroupState::Empty && g.protocol_type.as_deref().is_some_and(|t| t != "consumer") {
                         return GroupReply::OffsetsDeleted(Err(ec::NON_EMPTY_GROUP));
                     }
-                    let subscribed = if g.state == GroupState::Empty { Some(Vec::new()) } else { g.subscribed_topics() };
+                    let kip848 = me.consumers.borrow().get(&group).filter(|c| !c.members.is_empty()).map(|c| c.subscribed_topics());
+                    let subscribed = match kip848 {
+                        Some(topics) => Some(topics),
+                        None if g.state == GroupState::Empty => Some(Vec::new()),
+                        None => g.subscribed_topics(),
+                    };
                     let mut results = Vec::new();
                     let mut recs = Vec::new();
                     for (t, part) in parts {
@@ -371,6 +496,7 @@ impl Coordinator {
 
     /// Answers every parked request (the core is shutting down).
     pub fn shutdown(&self) {
+        self.consumers.borrow_mut().clear();
         self.joins.borrow_mut().clear();
         self.syncs.borrow_mut().clear();
     }
@@ -493,7 +619,12 @@ async fn commit(
     {
         let mut groups = me.groups.borrow_mut();
         let g = groups.entry(group.to_string()).or_insert_with(|| Group::new(group, now));
-        if let Err(e) = g.check_commit(member_id, instance_id, generation, now) {
+        let checked = match me.consumers.borrow().get(group) {
+            // A KIP-848 group: the member and its current epoch.
+            Some(c) if !c.members.is_empty() || !member_id.is_empty() => c.check_member_epoch(member_id, generation),
+            _ => g.check_commit(member_id, instance_id, generation, now),
+        };
+        if let Err(e) = checked {
             drop(groups);
             me.forget_if_unused(group);
             return all(parts, e);
@@ -579,6 +710,13 @@ async fn ticker(shard: Rc<Shard>) {
             }
             run_actions(&shard, &id, out);
         }
+        for c in shard.groups.consumers.borrow_mut().values_mut() {
+            let gone = c.tick(now, cfg.consumer_session_timeout_ms);
+            if gone > 0 {
+                tracing::info!(group = %c.id, gone, "consumer group members expired");
+            }
+        }
+        shard.groups.consumers.borrow_mut().retain(|id, c| !c.members.is_empty() || shard.groups.groups.borrow().contains_key(id));
         if now - shard.groups.last_expiry_check.get() >= EXPIRY_CHECK_MS {
             shard.groups.last_expiry_check.set(now);
             expire_offsets(&shard, now);

@@ -9,6 +9,8 @@
 //! - [`state`]: the classic protocol (join, sync, heartbeat, leave, sessions,
 //!   rebalance timeouts, static members, commit rules) as a state machine with
 //!   no I/O, driven with the current time.
+//! - [`consumer`]: the next-generation protocol (KIP-848, `group.protocol=consumer`):
+//!   server-side assignment (uniform, range) handed out incrementally, without I/O.
 //! - [`records`]: group metadata and committed offsets as records of
 //!   `__consumer_offsets` in Kafka's formats.
 //! - [`coordinator`]: the per-core glommio driver. It parks join and sync
@@ -21,6 +23,7 @@
 //! The topic is created on first use with `offsets.topic.num.partitions`
 //! partitions, and its partition count never changes afterwards.
 
+pub mod consumer;
 pub mod coordinator;
 pub mod records;
 pub mod state;
@@ -70,6 +73,9 @@ pub enum GroupOp {
     List,
     Delete { group: String },
     DeleteOffsets { group: String, parts: Vec<(String, i32)> },
+    /// KIP-848.
+    ConsumerHeartbeat { group: String, req: consumer::HeartbeatIn },
+    ConsumerDescribe { group: String },
 }
 
 #[derive(Debug)]
@@ -85,6 +91,32 @@ pub enum GroupReply {
     Described(Result<GroupDescription, i16>),
     Listed(Vec<GroupListing>),
     OffsetsDeleted(Result<Vec<(String, i32, i16)>, i16>),
+    ConsumerHeartbeat(consumer::HeartbeatOut),
+    ConsumerDescribed(Result<ConsumerDescription, i16>),
+}
+
+/// A KIP-848 group as ConsumerGroupDescribe reports it.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerDescription {
+    pub state: String,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub members: Vec<ConsumerMemberDescription>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerMemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed_topic_names: Vec<String>,
+    pub subscribed_topic_regex: Option<String>,
+    pub assignment: Vec<(consumer::TopicId, Vec<i32>)>,
+    pub target_assignment: Vec<(consumer::TopicId, Vec<i32>)>,
 }
 
 #[derive(Debug, Clone, Default)]

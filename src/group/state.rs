@@ -450,6 +450,7 @@ impl Group {
 
     /// A static member rejoined under a new member id (a restart): fence the old id and
     /// keep the group as it is when nothing it depends on changed (KIP-345).
+    #[allow(clippy::too_many_arguments)]
     fn replace_static_member(
         &mut self,
         req_id: ReqId,

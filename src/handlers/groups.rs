@@ -549,3 +549,115 @@ pub async fn offset_delete(shard: &Rc<Shard>, req: Request) -> Res {
     };
     respond(&req, ApiKey::OffsetDelete, &resp)
 }
+
+pub async fn consumer_group_heartbeat(shard: &Rc<Shard>, req: Request) -> Res {
+    use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
+    let body: ConsumerGroupHeartbeatRequest = decode(&req, ApiKey::ConsumerGroupHeartbeat)?;
+    let group = body.group_id.to_string();
+    let hb = crate::group::consumer::HeartbeatIn {
+        member_id: body.member_id.to_string(),
+        member_epoch: body.member_epoch,
+        instance_id: opt(&body.instance_id),
+        rack_id: opt(&body.rack_id),
+        rebalance_timeout_ms: body.rebalance_timeout_ms,
+        subscribed_topic_names: body.subscribed_topic_names.as_ref().map(|v| v.iter().map(|t| t.to_string()).collect()),
+        subscribed_topic_regex: if req.api_version >= 1 { opt(&body.subscribed_topic_regex) } else { None },
+        server_assignor: opt(&body.server_assignor),
+        owned: body.topic_partitions.as_ref().map(|v| v.iter().map(|t| (*t.topic_id.as_bytes(), t.partitions.clone())).collect()),
+        client_id: req.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+        client_host: req.peer.map(|p| format!("/{p}")).unwrap_or_default(),
+    };
+    let out = if group.is_empty() {
+        crate::group::consumer::HeartbeatOut { error: ec::INVALID_GROUP_ID, member_epoch: body.member_epoch, ..Default::default() }
+    } else {
+        match call(shard, &group, GroupOp::ConsumerHeartbeat { group: group.clone(), req: hb }).await {
+            Ok(GroupReply::ConsumerHeartbeat(r)) => r,
+            Ok(_) => crate::group::consumer::HeartbeatOut { error: ec::UNKNOWN_SERVER_ERROR, ..Default::default() },
+            Err(e) => crate::group::consumer::HeartbeatOut { error: e, member_epoch: body.member_epoch, ..Default::default() },
+        }
+    };
+    let mut resp = ConsumerGroupHeartbeatResponse::default()
+        .with_error_code(out.error)
+        .with_error_message(out.message.as_deref().map(str_bytes))
+        .with_member_id(if out.member_id.is_empty() { None } else { Some(str_bytes(&out.member_id)) })
+        .with_member_epoch(out.member_epoch)
+        .with_heartbeat_interval_ms(out.heartbeat_interval_ms);
+    if out.error == ec::NONE {
+        resp.assignment = out.assignment.map(|a| {
+            Assignment::default().with_topic_partitions(
+                a.into_iter()
+                    .map(|(id, ps)| TopicPartitions::default().with_topic_id(uuid::Uuid::from_bytes(id)).with_partitions(ps))
+                    .collect(),
+            )
+        });
+    }
+    respond(&req, ApiKey::ConsumerGroupHeartbeat, &resp)
+}
+
+pub async fn consumer_group_describe(shard: &Rc<Shard>, req: Request) -> Res {
+    use kafka_protocol::messages::consumer_group_describe_response::{
+        Assignment, DescribedGroup as Described, Member, TopicPartitions,
+    };
+    let body: ConsumerGroupDescribeRequest = decode(&req, ApiKey::ConsumerGroupDescribe)?;
+    let image = shard.image();
+    let to_assignment = |list: &[(crate::group::consumer::TopicId, Vec<i32>)]| {
+        Assignment::default().with_topic_partitions(
+            list.iter()
+                .map(|(id, ps)| {
+                    let name = image.topic_by_id(id).map(|t| t.name.clone()).unwrap_or_default();
+                    TopicPartitions::default()
+                        .with_topic_id(uuid::Uuid::from_bytes(*id))
+                        .with_topic_name(TopicName(str_bytes(&name)))
+                        .with_partitions(ps.clone())
+                })
+                .collect(),
+        )
+    };
+    let mut groups = Vec::with_capacity(body.group_ids.len());
+    for gid in &body.group_ids {
+        let group = gid.to_string();
+        let r = if group.is_empty() {
+            Err(ec::INVALID_GROUP_ID)
+        } else {
+            match call(shard, &group, GroupOp::ConsumerDescribe { group: group.clone() }).await {
+                Ok(GroupReply::ConsumerDescribed(r)) => r,
+                Ok(_) => Err(ec::UNKNOWN_SERVER_ERROR),
+                Err(e) => Err(e),
+            }
+        };
+        let mut d = Described::default().with_group_id(gid.clone()).with_authorized_operations(i32::MIN);
+        match r {
+            Err(e) => {
+                d.error_code = e;
+                if e == ec::GROUP_ID_NOT_FOUND {
+                    d.error_message = Some(str_bytes(&format!("Group {group} not found.")));
+                }
+            }
+            Ok(c) => {
+                d.group_state = str_bytes(&c.state);
+                d.group_epoch = c.group_epoch;
+                d.assignment_epoch = c.assignment_epoch;
+                d.assignor_name = str_bytes(&c.assignor);
+                d.members = c
+                    .members
+                    .iter()
+                    .map(|m| {
+                        Member::default()
+                            .with_member_id(str_bytes(&m.member_id))
+                            .with_instance_id(sopt(&m.instance_id))
+                            .with_rack_id(sopt(&m.rack_id))
+                            .with_member_epoch(m.member_epoch)
+                            .with_client_id(str_bytes(&m.client_id))
+                            .with_client_host(str_bytes(&m.client_host))
+                            .with_subscribed_topic_names(m.subscribed_topic_names.iter().map(|t| TopicName(str_bytes(t))).collect())
+                            .with_subscribed_topic_regex(sopt(&m.subscribed_topic_regex))
+                            .with_assignment(to_assignment(&m.assignment))
+                            .with_target_assignment(to_assignment(&m.target_assignment))
+                    })
+                    .collect();
+            }
+        }
+        groups.push(d);
+    }
+    respond(&req, ApiKey::ConsumerGroupDescribe, &ConsumerGroupDescribeResponse::default().with_groups(groups))
+}

@@ -123,6 +123,8 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
         ApiKey::ListGroups => Box::pin(async move { groups::list_groups(&shard, req).await }),
         ApiKey::DeleteGroups => Box::pin(async move { groups::delete_groups(&shard, req).await }),
         ApiKey::OffsetDelete => Box::pin(async move { groups::offset_delete(&shard, req).await }),
+        ApiKey::ConsumerGroupHeartbeat => Box::pin(async move { groups::consumer_group_heartbeat(&shard, req).await }),
+        ApiKey::ConsumerGroupDescribe => Box::pin(async move { groups::consumer_group_describe(&shard, req).await }),
         _ => return Err(HandlerError::UnknownApi(req.api_key)),
     })
 }

@@ -474,7 +474,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 // rdkafka configuration
 // ---------------------------------------------------------------------------
 
-fn base_config(addr: &str) -> ClientConfig {
+pub fn base_config(addr: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", addr)
         .set("broker.address.family", "v4")
