@@ -1,8 +1,9 @@
 //! Command line: `corestream serve` and the client commands (`topic`,
-//! `produce`, `consume`) that work against any Kafka-compatible broker.
+//! `produce`, `consume`, `group`) that work against any Kafka-compatible broker.
 
 pub mod bench;
 pub mod client;
+pub mod group;
 pub mod serve;
 pub mod tune;
 
@@ -26,6 +27,9 @@ pub enum Command {
     Produce(client::ProduceArgs),
     /// Consume records and print them, one per line.
     Consume(client::ConsumeArgs),
+    /// List, describe and delete consumer groups; reset their committed offsets.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Load generator: `bench run` one workload, `bench compare` brokers side by side.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -41,6 +45,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Topic(cmd) => client::topic(cmd),
         Command::Produce(args) => client::produce(args),
         Command::Consume(args) => client::consume(args),
+        Command::Group(cmd) => group::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Tune(args) => tune::run(args),
     };

@@ -579,8 +579,8 @@ impl Group {
         self.pending.clear();
         self.generation += 1;
         if self.members.is_empty() {
+            // Like Kafka, an empty group keeps its protocol type (ListGroups shows it).
             self.protocol = None;
-            self.protocol_type = None;
             self.leader = None;
             self.set_state(GroupState::Empty, now);
             out.push(Action::Persist);
