@@ -196,6 +196,8 @@ pub struct BrokerConfig {
     pub stall_threshold_ms: u64,
     /// Consumer-group coordinator settings.
     pub group: GroupConfig,
+    /// `producer.id.expiration.ms`: idempotent producer state idle this long is forgotten.
+    pub producer_id_expiration_ms: i64,
 }
 
 /// Settings of the group coordinator, under Kafka's names.
@@ -266,6 +268,7 @@ impl Default for BrokerConfig {
             background_shares: 100,
             stall_threshold_ms: 0,
             group: GroupConfig::default(),
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -361,6 +364,7 @@ impl BrokerConfig {
                 self.group.consumer_heartbeat_interval_ms = parse_i64(key, value, 1)?.min(i32::MAX as i64) as i32
             }
             "group.consumer.session.timeout.ms" => self.group.consumer_session_timeout_ms = parse_i64(key, value, 1)?,
+            "producer.id.expiration.ms" => self.producer_id_expiration_ms = parse_i64(key, value, 1)?,
             // Accepted for compatibility with Kafka set-ups: one broker means one replica.
             "offsets.topic.replication.factor" | "transaction.state.log.replication.factor" | "transaction.state.log.min.isr" => {
                 parse_i64(key, value, 1)?;
@@ -464,6 +468,7 @@ impl BrokerConfig {
             ("group.max.size", self.group.max_size.to_string()),
             ("group.consumer.heartbeat.interval.ms", self.group.consumer_heartbeat_interval_ms.to_string()),
             ("group.consumer.session.timeout.ms", self.group.consumer_session_timeout_ms.to_string()),
+            ("producer.id.expiration.ms", self.producer_id_expiration_ms.to_string()),
             ("admin.listen", self.admin_listen.map(|a| a.to_string()).unwrap_or_else(|| "none".into())),
             ("reactor.spin.before.park.us", self.spin_before_park_us.to_string()),
             ("reactor.io.memory.bytes", self.io_memory_bytes.to_string()),

@@ -15,6 +15,7 @@ pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod producer;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -124,6 +125,7 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
         ApiKey::DeleteGroups => Box::pin(async move { groups::delete_groups(&shard, req).await }),
         ApiKey::OffsetDelete => Box::pin(async move { groups::offset_delete(&shard, req).await }),
         ApiKey::ConsumerGroupHeartbeat => Box::pin(async move { groups::consumer_group_heartbeat(&shard, req).await }),
+        ApiKey::InitProducerId => Box::pin(async move { producer::init_producer_id(&shard, req).await }),
         ApiKey::ConsumerGroupDescribe => Box::pin(async move { groups::consumer_group_describe(&shard, req).await }),
         _ => return Err(HandlerError::UnknownApi(req.api_key)),
     })

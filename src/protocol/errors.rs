@@ -52,3 +52,14 @@ pub const UNRELEASED_INSTANCE_ID: i16 = 111;
 pub const FENCED_MEMBER_EPOCH: i16 = 110;
 pub const UNSUPPORTED_ASSIGNOR: i16 = 112;
 pub const STALE_MEMBER_EPOCH: i16 = 113;
+
+// Idempotent and transactional producers.
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const INVALID_TXN_STATE: i16 = 48;
+pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+pub const UNKNOWN_PRODUCER_ID: i16 = 59;
+pub const PRODUCER_FENCED: i16 = 90;

@@ -41,6 +41,8 @@ pub enum Op {
     Apply { image: MetadataImage },
     Admin(AdminOp),
     Group(crate::group::GroupOp),
+    /// Shard 0 hands out a block of never-used producer ids.
+    AllocProducerIds,
 }
 
 #[derive(Debug)]
@@ -55,6 +57,7 @@ pub enum Reply {
     Applied,
     Admin(Vec<AdminResult>),
     Group(crate::group::GroupReply),
+    ProducerIds(Result<(i64, i64), i16>),
 }
 
 #[derive(Debug)]
@@ -142,6 +145,9 @@ pub struct Shard {
     pub syncer: Rc<crate::storage::syncer::CoreSyncer>,
     /// The consumer groups this core coordinates.
     pub groups: crate::group::coordinator::Coordinator,
+    /// This shard's unused producer ids: [next, end).
+    producer_ids: Cell<(i64, i64)>,
+    producer_id_gate: Semaphore,
     meta_path: PathBuf,
 }
 
@@ -182,6 +188,8 @@ impl Shard {
             metrics: Default::default(),
             syncer: Default::default(),
             groups: Default::default(),
+            producer_ids: Cell::new((0, 0)),
+            producer_id_gate: Semaphore::new(1),
             meta_path,
         });
         shard.apply_image(image).await;
@@ -305,6 +313,7 @@ impl Shard {
             }
             Op::Admin(op) => Reply::Admin(self.admin_local(op).await),
             Op::Group(op) => Reply::Group(crate::group::coordinator::Coordinator::execute(self, op).await),
+            Op::AllocProducerIds => Reply::ProducerIds(self.alloc_producer_ids_local().await),
         }
     }
 
@@ -499,6 +508,52 @@ impl Shard {
         }
     }
 
+    /// A producer id never handed out before (by this broker, across restarts).
+    pub async fn next_producer_id(self: &Rc<Self>) -> Result<i64, i16> {
+        let (next, end) = self.producer_ids.get();
+        if next < end {
+            self.producer_ids.set((next + 1, end));
+            return Ok(next);
+        }
+        match self.call(0, Op::AllocProducerIds).await {
+            Reply::ProducerIds(Ok((start, end))) => {
+                self.producer_ids.set((start + 1, end));
+                Ok(start)
+            }
+            Reply::ProducerIds(Err(e)) => Err(e),
+            _ => Err(ec::COORDINATOR_NOT_AVAILABLE),
+        }
+    }
+
+    /// On shard 0: reserves the next block of producer ids, durably, before handing it out.
+    async fn alloc_producer_ids_local(&self) -> Result<(i64, i64), i16> {
+        const BLOCK: i64 = 1000;
+        let _permit = self.producer_id_gate.acquire_permit(1).await.map_err(|_| ec::COORDINATOR_NOT_AVAILABLE)?;
+        let path = self.config.data_dir.join("producer-ids");
+        let r = glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<(i64, i64)> {
+                use std::io::Write;
+                let start = match std::fs::read_to_string(&path) {
+                    Ok(s) => s.trim().parse::<i64>().map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                    Err(e) => return Err(e),
+                };
+                let end = start + BLOCK;
+                let tmp = path.with_extension("tmp");
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(format!("{end}\n").as_bytes())?;
+                f.sync_data()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(path.parent().unwrap_or(std::path::Path::new(".")))?.sync_all()?;
+                Ok((start, end))
+            })
+            .await;
+        r.map_err(|e| {
+            tracing::error!(error = %e, "cannot reserve producer ids");
+            ec::KAFKA_STORAGE_ERROR
+        })
+    }
+
     /// Runs an admin op on shard 0, serialised with every other admin op.
     pub async fn admin(self: &Rc<Self>, op: AdminOp) -> Vec<AdminResult> {
         match self.call(0, Op::Admin(op)).await {
@@ -592,6 +647,7 @@ impl Shard {
             if let Err(e) = log.apply_retention(now).await {
                 tracing::warn!(dir = %log.dir().display(), error = %e, "retention failed");
             }
+            log.expire_producers(now, self.config.producer_id_expiration_ms);
         }
     }
 
@@ -623,6 +679,7 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::OffsetOutOfRange { .. } => ec::OFFSET_OUT_OF_RANGE,
         LogError::Io(_) => ec::KAFKA_STORAGE_ERROR,
         LogError::Closed => ec::NOT_LEADER_OR_FOLLOWER,
+        LogError::Producer(code) => *code,
     }
 }
 

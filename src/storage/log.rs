@@ -37,6 +37,7 @@ use bytes::{Bytes, BytesMut};
 use glommio::io::{DmaFile, OpenOptions};
 
 use super::index::{OffsetIndex, TimeIndex};
+use super::producers::{self, BatchMeta, Check, ProducerStates};
 use crate::config::{LogConfig, TimestampType};
 use crate::limits::{
     DMA_ALIGNMENT_BYTES, DMA_READ_BYTES_MAX, PREALLOCATE_STEP_BYTES, TAIL_CACHE_BYTES_MAX,
@@ -59,6 +60,9 @@ pub enum LogError {
     Io(String),
     #[error("the log is closed")]
     Closed,
+    /// An idempotent batch refused by the producer state (a Kafka error code).
+    #[error("producer state refused the batch (error {0})")]
+    Producer(i16),
 }
 
 fn io_err(context: &str, e: impl std::fmt::Display) -> LogError {
@@ -192,6 +196,10 @@ struct State {
     closed: bool,
     max_timestamp: i64,
     offset_of_max_timestamp: i64,
+    /// Idempotent producers' sequence state.
+    producers: ProducerStates,
+    /// Producer-state snapshots taken at rolls, written by the flusher: (offset, bytes).
+    snapshots: Vec<(i64, Vec<u8>)>,
 }
 
 impl State {
@@ -395,9 +403,11 @@ impl PartitionLog {
             closed: false,
             max_timestamp: max_ts,
             offset_of_max_timestamp: max_ts_off,
+            producers: ProducerStates::default(),
+            snapshots: Vec::new(),
         };
         st.assert_offsets();
-        Ok(Rc::new(PartitionLog {
+        let log = Rc::new(PartitionLog {
             dir,
             cfg: RefCell::new(cfg),
             st: RefCell::new(st),
@@ -405,7 +415,90 @@ impl PartitionLog {
             progress: LocalNotify::default(),
             stats: LogStats::default(),
             syncer: RefCell::new(None),
-        }))
+        });
+        log.load_producer_state().await?;
+        Ok(log)
+    }
+
+    /// Rebuilds the idempotent producers' state: the latest usable snapshot, then the
+    /// batches written after it (without a snapshot: the last two segments).
+    async fn load_producer_state(&self) -> Result<(), LogError> {
+        let (log_start, log_end, fallback) = {
+            let st = self.st.borrow();
+            let bases: Vec<i64> = st.segments.keys().copied().collect();
+            let fallback = bases.len().checked_sub(2).map(|i| bases[i]).unwrap_or(st.log_start);
+            (st.log_start, st.log_end, fallback)
+        };
+        let mut snaps: Vec<(i64, PathBuf)> = std::fs::read_dir(&self.dir)
+            .map_err(|e| io_err("listing partition directory", e))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                Some((name.strip_suffix(".snapshot")?.parse::<i64>().ok()?, e.path()))
+            })
+            .collect();
+        snaps.sort_unstable_by_key(|(o, _)| std::cmp::Reverse(*o));
+        let mut from = fallback;
+        let mut states = ProducerStates::default();
+        for (offset, path) in snaps {
+            if offset > log_end {
+                // Written before a crash cut the log shorter: it describes batches that are gone.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| ProducerStates::decode(&b)) {
+                Ok(s) => {
+                    states = s;
+                    from = offset;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring a damaged producer snapshot");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let mut offset = from.max(log_start);
+        let now = now_ms();
+        while offset < log_end {
+            let r = self.read(offset, DMA_READ_BYTES_MAX).await?;
+            let (spans, _) = batch::scan_batches(&r.records);
+            let Some(last) = spans.last() else { break };
+            let next = last.header.next_offset();
+            for span in spans {
+                let h = span.header;
+                if h.base_offset < offset || h.producer_id < 0 || h.is_control() {
+                    continue;
+                }
+                states.record(
+                    h.producer_id,
+                    h.producer_epoch,
+                    BatchMeta {
+                        first_seq: h.base_sequence,
+                        last_seq: producers::last_seq(h.base_sequence, h.records_count),
+                        base_offset: h.base_offset,
+                        last_offset: h.last_offset(),
+                    },
+                    now,
+                );
+            }
+            if next <= offset {
+                break;
+            }
+            offset = next;
+        }
+        self.st.borrow_mut().producers = states;
+        Ok(())
+    }
+
+    /// Forgets idempotent producers idle for `max_idle_ms` (`producer.id.expiration.ms`).
+    pub fn expire_producers(&self, now: i64, max_idle_ms: i64) -> usize {
+        self.st.borrow_mut().producers.expire(now, max_idle_ms)
+    }
+
+    /// The state of one idempotent producer on this partition (for tests and tools).
+    pub fn producer(&self, producer_id: i64) -> Option<producers::ProducerEntry> {
+        self.st.borrow().producers.get(producer_id).cloned()
     }
 
     /// Appends one validated batch, stamping its offset, leader epoch and (for
@@ -437,6 +530,18 @@ impl PartitionLog {
         }
         let header = BatchHeader::parse(batch).map_err(|e| io_err("appending an unvalidated batch", e))?;
         let count = header.last_offset_delta as i64 + 1;
+        let idempotent = header.producer_id >= 0 && !header.is_control();
+        let seq_range = (header.base_sequence, producers::last_seq(header.base_sequence, header.records_count));
+        if idempotent {
+            match st.producers.check(header.producer_id, header.producer_epoch, seq_range.0, seq_range.1) {
+                Err(code) => return Err(LogError::Producer(code)),
+                Ok(Check::Duplicate { base_offset, last_offset }) => {
+                    // A retry of a batch already written: answer with its offsets, write nothing.
+                    return Ok(AppendInfo { base_offset, last_offset, log_append_time: -1, log_start_offset: st.log_start });
+                }
+                Ok(Check::Append) => {}
+            }
+        }
         let base_offset = st.log_end;
         let now = now_ms();
         let log_append_time = (cfg.timestamp_type == TimestampType::LogAppendTime).then_some(now);
@@ -453,12 +558,21 @@ impl PartitionLog {
         if roll {
             active.closed = true;
             st.segments.insert(base_offset, Segment::new(base_offset));
+            if !st.producers.is_empty() {
+                // The state as of the new segment's start: a restart after a crash replays from here.
+                let snap = st.producers.encode();
+                st.snapshots.push((base_offset, snap));
+            }
         }
         let seg_base = {
             let active = st.active();
             active.account(&header, len, cfg.index_interval_bytes);
             active.base_offset
         };
+        if idempotent {
+            let meta = BatchMeta { first_seq: seq_range.0, last_seq: seq_range.1, base_offset, last_offset: header.last_offset() };
+            st.producers.record(header.producer_id, header.producer_epoch, meta, now);
+        }
         let bytes = std::mem::take(batch).freeze();
         st.log_end = header.last_offset() + 1;
         st.high_watermark = st.log_end;
@@ -770,6 +884,26 @@ impl PartitionLog {
         if let Some(s) = self.st.borrow_mut().segments.get_mut(&base) {
             s.finalized = true;
         }
+        let snaps = std::mem::take(&mut self.st.borrow_mut().snapshots);
+        for (offset, bytes) in snaps {
+            self.write_producer_snapshot(offset, bytes).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes `<offset>.snapshot` and keeps only the two newest snapshots.
+    async fn write_producer_snapshot(&self, offset: i64, bytes: Vec<u8>) -> Result<(), LogError> {
+        write_small_file(self.dir.join(format!("{offset:020}.snapshot")), bytes).await?;
+        let mut older: Vec<(i64, PathBuf)> = std::fs::read_dir(&self.dir)
+            .map_err(|e| io_err("listing partition directory", e))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| Some((e.file_name().into_string().ok()?.strip_suffix(".snapshot")?.parse::<i64>().ok()?, e.path())))
+            .filter(|(o, _)| *o < offset)
+            .collect();
+        older.sort_unstable_by_key(|(o, _)| std::cmp::Reverse(*o));
+        for (_, path) in older.into_iter().skip(1) {
+            let _ = std::fs::remove_file(path);
+        }
         Ok(())
     }
 
@@ -997,6 +1131,13 @@ impl PartitionLog {
         }
         write_small_file(segment_file(&self.dir, base, "index"), index).await?;
         write_small_file(segment_file(&self.dir, base, "timeindex"), time_index).await?;
+        let snapshot = {
+            let st = self.st.borrow();
+            (!st.producers.is_empty()).then(|| (st.log_end, st.producers.encode()))
+        };
+        if let Some((offset, bytes)) = snapshot {
+            self.write_producer_snapshot(offset, bytes).await?;
+        }
         write_small_file(self.dir.join(CLEAN_MARKER), Vec::new()).await?;
         Ok(())
     }

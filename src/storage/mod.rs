@@ -2,4 +2,5 @@
 
 pub mod index;
 pub mod log;
+pub mod producers;
 pub mod syncer;
