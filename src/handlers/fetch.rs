@@ -65,7 +65,7 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<FetchPartResult> 
 }
 
 /// Waits until any owner reports data past the fetch offsets, or `wait`.
-async fn watch_all(shard: &Rc<Shard>, wanted: &[Wanted], wait: Duration) {
+async fn watch_all(shard: &Rc<Shard>, wanted: &[Wanted], wait: Duration, committed: bool) {
     let mut per_owner: BTreeMap<usize, Vec<(String, i32, i64)>> = BTreeMap::new();
     for w in wanted {
         if let Ok((owner, part)) = &w.target {
@@ -77,7 +77,7 @@ async fn watch_all(shard: &Rc<Shard>, wanted: &[Wanted], wait: Duration) {
     for (owner, parts) in per_owner {
         let s = shard.clone();
         futures.push(Box::pin(async move {
-            s.call(owner, Op::Watch { parts, wait_ms }).await;
+            s.call(owner, Op::Watch { parts, wait_ms, committed }).await;
         }));
     }
     futures.push(Box::pin(glommio::timer::sleep(wait)));
@@ -125,6 +125,7 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out
         }
     };
     let image = shard.image();
+    let committed = f.isolation_level == 1;
     let max_bytes = if req.api_version >= 3 { f.max_bytes.max(0) as usize } else { usize::MAX }.min(FETCH_RESPONSE_BYTES_MAX);
     let min_bytes = f.min_bytes.max(0) as usize;
     let wait = Duration::from_millis(f.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX as i32) as u64);
@@ -142,6 +143,7 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out
                         partition: p.partition,
                         offset: p.fetch_offset,
                         max_bytes: (p.max_bytes.max(0) as usize).min(max_bytes),
+                        committed,
                     },
                 )),
             };
@@ -156,7 +158,7 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out
         if total >= min_bytes.max(1) || errors || now >= deadline || shard.shutting_down.get() {
             break;
         }
-        watch_all(shard, &wanted, deadline - now).await;
+        watch_all(shard, &wanted, deadline - now, committed).await;
         results = read_all(shard, &wanted).await;
         if Instant::now() >= deadline {
             break;
@@ -190,7 +192,8 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out
             partition: w.partition,
             error: r.error,
             high_watermark: r.high_watermark,
-            last_stable_offset: r.high_watermark,
+            last_stable_offset: r.last_stable_offset,
+            aborted: if committed { Some(r.aborted) } else { None },
             log_start_offset: if req.api_version >= 5 { r.log_start_offset } else { -1 },
             records,
         };

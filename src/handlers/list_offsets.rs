@@ -27,7 +27,7 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out
             let r = match epoch {
                 None => base.with_error_code(ec::UNKNOWN_TOPIC_OR_PARTITION),
                 Some((owner, leader_epoch)) => {
-                    let op = Op::ListOffsets { topic: t.name.0.to_string(), partition: p.partition_index, timestamp: p.timestamp };
+                    let op = Op::ListOffsets { topic: t.name.0.to_string(), partition: p.partition_index, timestamp: p.timestamp, committed: l.isolation_level == 1 };
                     match shard.call(owner, op).await {
                         Reply::ListOffsets(Ok((ts, off))) => base
                             .with_error_code(ec::NONE)

@@ -671,6 +671,47 @@ pub fn key_values(buf: &Bytes) -> Result<(BatchHeader, Vec<KeyValueRecord>), Bat
     Ok((header, out))
 }
 
+/// Builds a transaction marker: a control batch of `producer_id`/`epoch` holding one
+/// record whose key is (version 0, type 1 = commit / 0 = abort) and whose value is
+/// (version 0, coordinator epoch). Base offset 0: the log stamps it.
+pub fn build_control_batch(producer_id: i64, epoch: i16, commit: bool, coordinator_epoch: i32, timestamp: i64) -> BytesMut {
+    let key = [0u8, 0, 0, if commit { 1 } else { 0 }];
+    let mut value = vec![0u8, 0];
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let mut b = build_batch(&[(Some(&key[..]), Some(&value[..]))], timestamp);
+    b[ATTRIBUTES_POS..ATTRIBUTES_POS + 2].copy_from_slice(&(ATTR_TRANSACTIONAL | ATTR_CONTROL).to_be_bytes());
+    b[PRODUCER_ID_POS..PRODUCER_ID_POS + 8].copy_from_slice(&producer_id.to_be_bytes());
+    b[PRODUCER_EPOCH_POS..PRODUCER_EPOCH_POS + 2].copy_from_slice(&epoch.to_be_bytes());
+    b[BASE_SEQUENCE_POS..BASE_SEQUENCE_POS + 4].copy_from_slice(&(-1i32).to_be_bytes());
+    let _ = fix_crc(&mut b);
+    b
+}
+
+/// For a control batch at the start of `buf`: `Some(true)` for a commit marker,
+/// `Some(false)` for an abort marker, `None` for anything else or unreadable bytes.
+pub fn control_marker(buf: &[u8]) -> Option<bool> {
+    let header = BatchHeader::parse(buf).ok()?;
+    if !header.is_control() || header.records_count < 1 {
+        return None;
+    }
+    let rest = buf.get(BATCH_HEADER_BYTES..header.total_bytes().min(buf.len()))?;
+    let (_, n) = read_varint(rest)?;
+    let mut r = Reader::new(rest.get(n..)?);
+    r.u8().ok()?;
+    r.varlong().ok()?;
+    r.varint().ok()?;
+    let key_len = r.varint().ok()?;
+    if key_len < 4 {
+        return None;
+    }
+    let key = r.rest().get(..4)?;
+    match i16::from_be_bytes([key[2], key[3]]) {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stamping
 // ---------------------------------------------------------------------------------------------

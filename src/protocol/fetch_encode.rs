@@ -5,8 +5,8 @@
 //! equality with kafka-protocol for every version served) as a list of
 //! chunks: small metadata pieces coalesced, and record batches of
 //! [`ZERO_COPY_MIN_BYTES`] or more passed through as the `Bytes` the log
-//! handed out. Only the fields the broker sets are supported: no aborted
-//! transactions, no tagged fields.
+//! handed out. Only the fields the broker sets are supported (no tagged
+//! fields, no preferred read replica).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -23,6 +23,9 @@ pub struct PartitionOut {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// Aborted transactions (producer id, first offset); `None` writes a null array
+    /// (read_uncommitted, as Kafka does).
+    pub aborted: Option<Vec<(i64, i64)>>,
     pub records: Bytes,
 }
 
@@ -98,8 +101,20 @@ pub fn encode(version: i16, correlation_id: i32, error_code: i16, session_id: i3
             if version >= 5 {
                 c.cur.put_i64(p.log_start_offset);
             }
-            // aborted_transactions: empty (no transactions yet)
-            put_len(&mut c.cur, flexible, 0);
+            match &p.aborted {
+                None if flexible => put_uvarint(&mut c.cur, 0),
+                None => c.cur.put_i32(-1),
+                Some(list) => {
+                    put_len(&mut c.cur, flexible, list.len());
+                    for (producer_id, first_offset) in list {
+                        c.cur.put_i64(*producer_id);
+                        c.cur.put_i64(*first_offset);
+                        if flexible {
+                            put_uvarint(&mut c.cur, 0);
+                        }
+                    }
+                }
+            }
             if version >= 11 {
                 c.cur.put_i32(-1); // preferred_read_replica
             }
@@ -140,12 +155,12 @@ mod tests {
             TopicOut {
                 name: "orders".into(),
                 partitions: vec![
-                    PartitionOut { partition: 0, error: 0, high_watermark: 10, last_stable_offset: 10, log_start_offset: 0, records: big.clone() },
-                    PartitionOut { partition: 3, error: 1, high_watermark: 5, last_stable_offset: 5, log_start_offset: 2, records: Bytes::new() },
-                    PartitionOut { partition: 7, error: 0, high_watermark: 9, last_stable_offset: 9, log_start_offset: 1, records: Bytes::from_static(b"small batch") },
+                    PartitionOut { partition: 0, error: 0, high_watermark: 10, last_stable_offset: 10, log_start_offset: 0, aborted: Some(vec![(7, 2), (9, 4)]), records: big.clone() },
+                    PartitionOut { partition: 3, error: 1, high_watermark: 5, last_stable_offset: 5, log_start_offset: 2, aborted: None, records: Bytes::new() },
+                    PartitionOut { partition: 7, error: 0, high_watermark: 9, last_stable_offset: 9, log_start_offset: 1, aborted: Some(vec![]), records: Bytes::from_static(b"small batch") },
                 ],
             },
-            TopicOut { name: "x".into(), partitions: vec![PartitionOut { partition: 1, error: 0, high_watermark: 1, last_stable_offset: 1, log_start_offset: 0, records: big }] },
+            TopicOut { name: "x".into(), partitions: vec![PartitionOut { partition: 1, error: 0, high_watermark: 1, last_stable_offset: 1, log_start_offset: 0, aborted: None, records: big }] },
         ]
     }
 
@@ -163,6 +178,15 @@ mod tests {
                                 .with_high_watermark(p.high_watermark)
                                 .with_last_stable_offset(p.last_stable_offset)
                                 .with_log_start_offset(if version >= 5 { p.log_start_offset } else { -1 })
+                                .with_aborted_transactions(p.aborted.as_ref().map(|l| {
+                                    l.iter()
+                                        .map(|&(pid, first)| {
+                                            kafka_protocol::messages::fetch_response::AbortedTransaction::default()
+                                                .with_producer_id(kafka_protocol::messages::ProducerId(pid))
+                                                .with_first_offset(first)
+                                        })
+                                        .collect()
+                                }))
                                 .with_records(Some(p.records.clone()))
                         })
                         .collect(),

@@ -32,9 +32,10 @@ use table::{MetadataImage, PartitionMeta, ShardId, TopicMeta};
 pub enum Op {
     Produce { parts: Vec<ProducePart>, acks: i16 },
     Fetch { parts: Vec<FetchPart> },
-    /// Answer when any of these partitions has data at or past the offset, or after `wait_ms`.
-    Watch { parts: Vec<(String, i32, i64)>, wait_ms: i64 },
-    ListOffsets { topic: String, partition: i32, timestamp: i64 },
+    /// Answer when any of these partitions has data at or past the offset (below the last
+    /// stable offset when `committed`), or after `wait_ms`.
+    Watch { parts: Vec<(String, i32, i64)>, wait_ms: i64, committed: bool },
+    ListOffsets { topic: String, partition: i32, timestamp: i64, committed: bool },
     DeleteRecords { topic: String, partition: i32, offset: i64 },
     LogDirs,
     Metrics,
@@ -73,14 +74,19 @@ pub struct FetchPart {
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: usize,
+    /// read_committed: stop at the last stable offset and report aborted transactions.
+    pub committed: bool,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct FetchPartResult {
     pub error: i16,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub records: Bytes,
+    /// read_committed: aborted transactions in the returned range (producer id, first offset).
+    pub aborted: Vec<(i64, i64)>,
 }
 
 /// Changes to the metadata image, run on shard 0.
@@ -277,12 +283,12 @@ impl Shard {
                 }
                 Reply::Fetch(out)
             }
-            Op::Watch { parts, wait_ms } => {
-                self.watch_local(&parts, wait_ms).await;
+            Op::Watch { parts, wait_ms, committed } => {
+                self.watch_local(&parts, wait_ms, committed).await;
                 Reply::Watched
             }
-            Op::ListOffsets { topic, partition, timestamp } => {
-                Reply::ListOffsets(self.list_offsets_local(&topic, partition, timestamp).await)
+            Op::ListOffsets { topic, partition, timestamp, committed } => {
+                Reply::ListOffsets(self.list_offsets_local(&topic, partition, timestamp, committed).await)
             }
             Op::DeleteRecords { topic, partition, offset } => {
                 let r = match self.log(&topic, partition) {
@@ -373,29 +379,48 @@ impl Shard {
         let Some(log) = self.log(&p.topic, p.partition) else {
             return FetchPartResult { error: ec::NOT_LEADER_OR_FOLLOWER, high_watermark: -1, log_start_offset: -1, ..Default::default() };
         };
+        let lso = log.last_stable_offset();
         match log.read(p.offset, p.max_bytes).await {
-            Ok(r) => FetchPartResult {
-                error: ec::NONE,
-                high_watermark: r.high_watermark,
-                log_start_offset: r.log_start_offset,
-                records: r.records,
-            },
+            Ok(mut r) => {
+                let mut aborted = Vec::new();
+                if p.committed {
+                    // Only whole batches below the last stable offset.
+                    let (spans, _) = crate::protocol::batch::scan_batches(&r.records);
+                    let keep = spans.iter().take_while(|s| s.header.base_offset < lso).last().map_or(0, |s| s.end);
+                    let upper = spans.iter().take_while(|s| s.header.base_offset < lso).last().map_or(p.offset, |s| s.header.next_offset());
+                    r.records.truncate(keep);
+                    if !r.records.is_empty() {
+                        aborted = log.aborted_between(p.offset, upper);
+                    }
+                }
+                FetchPartResult {
+                    error: ec::NONE,
+                    high_watermark: r.high_watermark,
+                    last_stable_offset: lso.min(r.high_watermark),
+                    log_start_offset: r.log_start_offset,
+                    records: r.records,
+                    aborted,
+                }
+            }
             Err(e) => FetchPartResult {
                 error: log_error_code(&e),
                 high_watermark: log.high_watermark(),
+                last_stable_offset: lso,
                 log_start_offset: log.log_start_offset(),
                 records: Bytes::new(),
+                aborted: Vec::new(),
             },
         }
     }
 
-    async fn watch_local(&self, parts: &[(String, i32, i64)], wait_ms: i64) {
+    async fn watch_local(&self, parts: &[(String, i32, i64)], wait_ms: i64, committed: bool) {
         let logs: Vec<(Rc<PartitionLog>, i64)> =
             parts.iter().filter_map(|(t, p, o)| self.log(t, *p).map(|l| (l, *o))).collect();
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms.max(0) as u64);
         loop {
             let listeners: Vec<_> = logs.iter().map(|(l, _)| Box::pin(l.data_arrived.listen())).collect();
-            if logs.iter().any(|(l, o)| l.high_watermark() > *o) || self.shutting_down.get() {
+            let visible = |l: &PartitionLog| if committed { l.last_stable_offset() } else { l.high_watermark() };
+            if logs.iter().any(|(l, o)| visible(l) > *o) || self.shutting_down.get() {
                 return;
             }
             let now = std::time::Instant::now();
@@ -415,12 +440,13 @@ impl Shard {
         }
     }
 
-    async fn list_offsets_local(&self, topic: &str, partition: i32, timestamp: i64) -> Result<(i64, i64), i16> {
+    async fn list_offsets_local(&self, topic: &str, partition: i32, timestamp: i64, committed: bool) -> Result<(i64, i64), i16> {
         let Some(log) = self.log(topic, partition) else {
             return Err(ec::NOT_LEADER_OR_FOLLOWER);
         };
         match timestamp {
             -2 => Ok((-1, log.log_start_offset())),
+            -1 if committed => Ok((-1, log.last_stable_offset())),
             -1 => Ok((-1, log.high_watermark())),
             -3 => {
                 let (ts, off) = log.max_timestamp();

@@ -467,7 +467,18 @@ impl PartitionLog {
             let next = last.header.next_offset();
             for span in spans {
                 let h = span.header;
-                if h.base_offset < offset || h.producer_id < 0 || h.is_control() {
+                if h.base_offset < offset || h.producer_id < 0 {
+                    continue;
+                }
+                if h.is_transactional() {
+                    if h.is_control() {
+                        if let Some(commit) = batch::control_marker(&r.records[span.start..span.end]) {
+                            states.end_txn(h.producer_id, h.producer_epoch, commit, h.base_offset);
+                        }
+                        continue;
+                    }
+                    states.begin_txn(h.producer_id, h.base_offset);
+                } else if h.is_control() {
                     continue;
                 }
                 states.record(
@@ -489,6 +500,36 @@ impl PartitionLog {
         }
         self.st.borrow_mut().producers = states;
         Ok(())
+    }
+
+    /// The last stable offset: below it no transaction is still open (read_committed
+    /// consumers read up to here).
+    pub fn last_stable_offset(&self) -> i64 {
+        let st = self.st.borrow();
+        st.producers.first_unstable_offset().map_or(st.high_watermark, |f| f.min(st.high_watermark))
+    }
+
+    /// Aborted transactions overlapping `[from, to)`: (producer id, first offset).
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        self.st.borrow().producers.aborted_between(from, to)
+    }
+
+    /// Open transactions on this partition: (producer id, first offset).
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i64)> {
+        self.st.borrow().producers.ongoing().collect()
+    }
+
+    /// Appends a commit or abort marker for `producer_id`'s transaction.
+    pub fn append_marker(
+        self: &Rc<Self>,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        let mut b = batch::build_control_batch(producer_id, epoch, commit, coordinator_epoch, now_ms());
+        self.append_now(&mut b, leader_epoch)
     }
 
     /// Forgets idempotent producers idle for `max_idle_ms` (`producer.id.expiration.ms`).
@@ -560,6 +601,8 @@ impl PartitionLog {
             st.segments.insert(base_offset, Segment::new(base_offset));
             if !st.producers.is_empty() {
                 // The state as of the new segment's start: a restart after a crash replays from here.
+                let log_start = st.log_start;
+                st.producers.prune_aborted(log_start);
                 let snap = st.producers.encode();
                 st.snapshots.push((base_offset, snap));
             }
@@ -574,6 +617,15 @@ impl PartitionLog {
             st.producers.record(header.producer_id, header.producer_epoch, meta, now);
         }
         let bytes = std::mem::take(batch).freeze();
+        if header.producer_id >= 0 && header.is_transactional() {
+            if header.is_control() {
+                if let Some(commit) = batch::control_marker(&bytes) {
+                    st.producers.end_txn(header.producer_id, header.producer_epoch, commit, base_offset);
+                }
+            } else {
+                st.producers.begin_txn(header.producer_id, base_offset);
+            }
+        }
         st.log_end = header.last_offset() + 1;
         st.high_watermark = st.log_end;
         if header.max_timestamp > st.max_timestamp {

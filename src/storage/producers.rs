@@ -14,7 +14,7 @@
 //! clean shutdown) and rebuilt after a crash from the latest snapshot plus the
 //! batches after it. Pure data and encoding here, no I/O.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::protocol::errors as ec;
 
@@ -60,9 +60,22 @@ pub fn last_seq(first: i32, count: i32) -> i32 {
     (last % (i32::MAX as i64 + 1)) as i32
 }
 
+/// A transaction aborted on this partition: read_committed consumers skip its
+/// records (`first_offset..=last_offset`, the abort marker at `last_offset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     map: HashMap<i64, ProducerEntry>,
+    /// Open transactions: producer id -> offset of its first batch here.
+    ongoing: BTreeMap<i64, i64>,
+    /// Aborted transactions, in marker order.
+    aborted: Vec<AbortedTxn>,
 }
 
 impl ProducerStates {
@@ -113,10 +126,53 @@ impl ProducerStates {
         e.last_write_ms = e.last_write_ms.max(now_ms);
     }
 
+    /// A transactional batch of `producer_id` was written at `offset`.
+    pub fn begin_txn(&mut self, producer_id: i64, offset: i64) {
+        self.ongoing.entry(producer_id).or_insert(offset);
+    }
+
+    /// A commit or abort marker of `producer_id` (epoch `epoch`) was written at `offset`.
+    pub fn end_txn(&mut self, producer_id: i64, epoch: i16, commit: bool, offset: i64) {
+        if let Some(first) = self.ongoing.remove(&producer_id) {
+            if !commit {
+                self.aborted.push(AbortedTxn { producer_id, first_offset: first, last_offset: offset });
+            }
+        }
+        // The coordinator bumps the epoch when it aborts for a new producer instance:
+        // batches of the old epoch are fenced from here on.
+        if let Some(e) = self.map.get_mut(&producer_id) {
+            if epoch > e.epoch {
+                e.epoch = epoch;
+                e.batches.clear();
+            }
+        }
+    }
+
+    /// The first offset of the oldest open transaction.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.values().min().copied()
+    }
+
+    /// Open transactions: (producer id, first offset).
+    pub fn ongoing(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.ongoing.iter().map(|(p, o)| (*p, *o))
+    }
+
+    /// Aborted transactions whose records overlap `[from, to)`: (producer id, first offset).
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        self.aborted.iter().filter(|a| a.last_offset >= from && a.first_offset < to).map(|a| (a.producer_id, a.first_offset)).collect()
+    }
+
+    /// Drops aborted-transaction entries wholly below `log_start`.
+    pub fn prune_aborted(&mut self, log_start: i64) {
+        self.aborted.retain(|a| a.last_offset >= log_start);
+    }
+
     /// Forgets producers that have not written for `max_idle_ms`; returns how many.
     pub fn expire(&mut self, now_ms: i64, max_idle_ms: i64) -> usize {
         let before = self.map.len();
-        self.map.retain(|_, e| e.last_write_ms + max_idle_ms > now_ms);
+        let ongoing = &self.ongoing;
+        self.map.retain(|id, e| e.last_write_ms + max_idle_ms > now_ms || ongoing.contains_key(id));
         before - self.map.len()
     }
 
@@ -140,8 +196,19 @@ impl ProducerStates {
                 body.extend_from_slice(&b.last_offset.to_be_bytes());
             }
         }
+        body.extend_from_slice(&(self.ongoing.len() as u32).to_be_bytes());
+        for (p, o) in &self.ongoing {
+            body.extend_from_slice(&p.to_be_bytes());
+            body.extend_from_slice(&o.to_be_bytes());
+        }
+        body.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for a in &self.aborted {
+            body.extend_from_slice(&a.producer_id.to_be_bytes());
+            body.extend_from_slice(&a.first_offset.to_be_bytes());
+            body.extend_from_slice(&a.last_offset.to_be_bytes());
+        }
         let mut out = Vec::with_capacity(body.len() + 8);
-        out.extend_from_slice(b"CSP1");
+        out.extend_from_slice(b"CSP2");
         out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
         out.extend_from_slice(&body);
         out
@@ -149,9 +216,10 @@ impl ProducerStates {
 
     /// Reads a snapshot; any damage (bad magic, CRC, truncation) is an error.
     pub fn decode(buf: &[u8]) -> Result<ProducerStates, String> {
-        if buf.len() < 12 || &buf[..4] != b"CSP1" {
+        if buf.len() < 12 || (&buf[..4] != b"CSP1" && &buf[..4] != b"CSP2") {
             return Err("not a producer snapshot".into());
         }
+        let with_txns = &buf[..4] == b"CSP2";
         let crc = u32::from_be_bytes(buf[4..8].try_into().expect("4 bytes"));
         let body = &buf[8..];
         if crc32c::crc32c(body) != crc {
@@ -180,7 +248,28 @@ impl ProducerStates {
             }
             map.insert(id, ProducerEntry { epoch, batches, last_write_ms });
         }
-        Ok(ProducerStates { map })
+        let mut ongoing = BTreeMap::new();
+        let mut aborted = Vec::new();
+        if with_txns {
+            let n = u32::from_be_bytes(take(4)?.try_into().expect("4")) as usize;
+            for _ in 0..n {
+                let p = i64::from_be_bytes(take(8)?.try_into().expect("8"));
+                let o = i64::from_be_bytes(take(8)?.try_into().expect("8"));
+                ongoing.insert(p, o);
+            }
+            let n = u32::from_be_bytes(take(4)?.try_into().expect("4")) as usize;
+            aborted.reserve(n.min(body.len() / 24));
+            for _ in 0..n {
+                let producer_id = i64::from_be_bytes(take(8)?.try_into().expect("8"));
+                let first_offset = i64::from_be_bytes(take(8)?.try_into().expect("8"));
+                let last_offset = i64::from_be_bytes(take(8)?.try_into().expect("8"));
+                aborted.push(AbortedTxn { producer_id, first_offset, last_offset });
+            }
+        }
+        if pos != body.len() {
+            return Err("trailing bytes in producer snapshot".into());
+        }
+        Ok(ProducerStates { map, ongoing, aborted })
     }
 }
 
@@ -227,6 +316,30 @@ mod tests {
         let mut s = ProducerStates::default();
         s.record(2, 0, b(i32::MAX - 1, i32::MAX, 0), 0);
         assert_eq!(s.check(2, 0, 0, 3), Ok(Check::Append));
+    }
+
+    #[test]
+    fn transactions_track_the_first_unstable_offset_and_aborts() {
+        let mut s = ProducerStates::default();
+        s.record(1, 0, b(0, 1, 10), 0);
+        s.begin_txn(1, 10);
+        s.begin_txn(1, 12);
+        s.begin_txn(2, 11);
+        assert_eq!(s.first_unstable_offset(), Some(10));
+        s.end_txn(1, 0, false, 13);
+        assert_eq!(s.first_unstable_offset(), Some(11));
+        s.end_txn(2, 0, true, 14);
+        assert_eq!(s.first_unstable_offset(), None);
+        assert_eq!(s.aborted_between(0, 100), vec![(1, 10)]);
+        assert_eq!(s.aborted_between(14, 100), vec![]);
+        assert_eq!(s.aborted_between(0, 10), vec![]);
+        // A marker with a higher epoch fences the old one.
+        s.end_txn(1, 3, false, 15);
+        assert_eq!(s.check(1, 0, 2, 2), Err(ec::INVALID_PRODUCER_EPOCH));
+        let round = ProducerStates::decode(&s.encode()).unwrap();
+        assert_eq!(round, s);
+        s.prune_aborted(14);
+        assert!(s.aborted_between(0, 100).is_empty());
     }
 
     #[test]
