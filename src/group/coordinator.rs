@@ -21,7 +21,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalSender};
 
 use super::consumer::{self, ConsumerGroup, TopicsView};
@@ -31,9 +31,8 @@ use super::{
     partition_for, ConsumerDescription, ConsumerMemberDescription, GroupDescription, GroupListing, GroupOp, GroupReply,
     MemberDescription, OFFSETS_TOPIC,
 };
-use crate::protocol::batch;
 use crate::protocol::errors as ec;
-use crate::shard::Shard;
+use crate::shard::{internal, Shard};
 use crate::util::now_ms;
 
 /// How often the clock of every group on the core advances.
@@ -85,6 +84,8 @@ pub struct Coordinator {
     parts: RefCell<HashMap<i32, Part>>,
     ticking: Cell<bool>,
     last_expiry_check: Cell<i64>,
+    /// Offsets committed inside open transactions, per producer id: (group, topic, partition, offset).
+    txn_offsets: RefCell<HashMap<i64, Vec<(String, String, i32, Committed)>>>,
 }
 
 impl Default for Coordinator {
@@ -100,6 +101,7 @@ impl Default for Coordinator {
             parts: RefCell::new(HashMap::new()),
             ticking: Cell::new(false),
             last_expiry_check: Cell::new(0),
+            txn_offsets: RefCell::new(HashMap::new()),
         }
     }
 }
@@ -263,6 +265,9 @@ impl Coordinator {
             }
             GroupOp::Commit { group, member_id, instance_id, generation, parts } => {
                 GroupReply::Commit(commit(shard, &group, &member_id, instance_id.as_deref(), generation, parts, now).await)
+            }
+            GroupOp::TxnCommit { group, producer_id, epoch, member_id, generation, parts } => {
+                GroupReply::Commit(txn_commit(shard, &group, producer_id, epoch, &member_id, generation, parts, now).await)
             }
             GroupOp::FetchOffsets { group, parts } => {
                 if let Err(e) = Self::check_ready(shard, &group) {
@@ -494,6 +499,30 @@ impl Coordinator {
         }
     }
 
+    /// A transaction marker was written to partition `p` of `__consumer_offsets` (on this
+    /// core): the offsets `producer_id` committed in that transaction take effect or vanish.
+    pub fn complete_txn(&self, shard: &Shard, p: i32, producer_id: i64, commit: bool) {
+        let n = offsets_partitions(shard);
+        let mine: Vec<(String, String, i32, Committed)> = {
+            let mut all = self.txn_offsets.borrow_mut();
+            let Some(list) = all.get_mut(&producer_id) else { return };
+            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(list).into_iter().partition(|(g, ..)| partition_for(g, n) == p);
+            *list = rest;
+            if list.is_empty() {
+                all.remove(&producer_id);
+            }
+            mine
+        };
+        if !commit {
+            return;
+        }
+        let now = now_ms();
+        let mut groups = self.groups.borrow_mut();
+        for (group, topic, partition, c) in mine {
+            groups.entry(group.clone()).or_insert_with(|| Group::new(&group, now)).commit(&topic, partition, c);
+        }
+    }
+
     /// Answers every parked request (the core is shutting down).
     pub fn shutdown(&self) {
         self.consumers.borrow_mut().clear();
@@ -579,21 +608,20 @@ fn group_value(g: &Group) -> GroupValue {
 
 /// Appends records to partition `p` of `__consumer_offsets` (no wait); returns the end offset.
 fn append(shard: &Rc<Shard>, p: i32, recs: Vec<(Bytes, Option<Bytes>)>) -> Result<i64, i16> {
-    let log = shard.log(OFFSETS_TOPIC, p).ok_or(ec::NOT_COORDINATOR)?;
-    let kv: Vec<batch::KeyValue<'_>> = recs.iter().map(|(k, v)| (Some(&k[..]), v.as_deref())).collect();
-    let mut b: BytesMut = batch::build_batch(&kv, now_ms());
-    let epoch = shard.image().topics.get(OFFSETS_TOPIC).and_then(|t| t.partitions.get(p as usize)).map(|m| m.leader_epoch).unwrap_or(0);
-    let info = log.append_now(&mut b, epoch).map_err(|e| crate::shard::log_error_code(&e))?;
+    append_txn(shard, p, &recs, None)
+}
+
+fn append_txn(shard: &Rc<Shard>, p: i32, recs: &[(Bytes, Option<Bytes>)], txn: Option<(i64, i16)>) -> Result<i64, i16> {
+    let end = internal::append(shard, OFFSETS_TOPIC, p, recs, txn)?;
     if let Some(part) = shard.groups.parts.borrow_mut().get_mut(&p) {
         part.records += recs.len() as u64;
     }
-    Ok(info.last_offset + 1)
+    Ok(end)
 }
 
 async fn append_and_wait(shard: &Rc<Shard>, p: i32, recs: Vec<(Bytes, Option<Bytes>)>) -> Result<(), i16> {
     let end = append(shard, p, recs)?;
-    let log = shard.log(OFFSETS_TOPIC, p).ok_or(ec::NOT_COORDINATOR)?;
-    log.wait_durable(end).await.map_err(|e| crate::shard::log_error_code(&e))
+    internal::wait_durable(shard, OFFSETS_TOPIC, p, end).await
 }
 
 async fn commit(
@@ -677,6 +705,80 @@ async fn commit(
     match durable {
         Ok(()) => results,
         Err(e) => results.into_iter().map(|(t, p, err)| (t, p, if err == ec::NONE { e } else { err })).collect(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn txn_commit(
+    shard: &Rc<Shard>,
+    group: &str,
+    producer_id: i64,
+    epoch: i16,
+    member_id: &str,
+    generation: i32,
+    parts: Vec<super::CommitPart>,
+    now: i64,
+) -> Vec<(String, i32, i16)> {
+    let all = |parts: Vec<super::CommitPart>, e: i16| parts.into_iter().map(|c| (c.topic, c.partition, e)).collect();
+    let p = match Coordinator::check_ready(shard, group) {
+        Ok(p) => p,
+        Err(e) => return all(parts, e),
+    };
+    let me = &shard.groups;
+    if !member_id.is_empty() {
+        // KIP-447: a member committing in a transaction must be current.
+        let checked = {
+            let consumers = me.consumers.borrow();
+            match consumers.get(group) {
+                Some(c) if !c.members.is_empty() => c.check_member_epoch(member_id, generation),
+                _ => match me.groups.borrow_mut().get_mut(group) {
+                    Some(g) => g.check_commit(member_id, None, generation, now),
+                    None => Err(ec::UNKNOWN_MEMBER_ID),
+                },
+            }
+        };
+        if let Err(e) = checked {
+            return all(parts, e);
+        }
+    }
+    let image = shard.image();
+    let mut results = Vec::with_capacity(parts.len());
+    let mut recs = Vec::new();
+    let mut pending = Vec::new();
+    for c in parts {
+        let metadata = c.metadata.unwrap_or_default();
+        let known = image.topics.get(&c.topic).is_some_and(|t| c.partition >= 0 && (c.partition as usize) < t.partitions.len());
+        let error = if !known {
+            ec::UNKNOWN_TOPIC_OR_PARTITION
+        } else if metadata.len() > shard.config.group.offset_metadata_max_bytes {
+            ec::OFFSET_METADATA_TOO_LARGE
+        } else {
+            ec::NONE
+        };
+        if error == ec::NONE {
+            let v = OffsetValue { offset: c.offset, leader_epoch: c.leader_epoch, metadata: metadata.clone(), commit_timestamp: now };
+            recs.push((
+                records::encode_key(&Key::Offset { group: group.to_string(), topic: c.topic.clone(), partition: c.partition }),
+                Some(records::encode_offset(&v)),
+            ));
+            pending.push((group.to_string(), c.topic.clone(), c.partition, Committed { offset: c.offset, leader_epoch: c.leader_epoch, metadata, commit_timestamp: now }));
+        }
+        results.push((c.topic, c.partition, error));
+    }
+    if recs.is_empty() {
+        return results;
+    }
+    let fail = |results: Vec<(String, i32, i16)>, e: i16| -> Vec<(String, i32, i16)> {
+        results.into_iter().map(|(t, p, err)| (t, p, if err == ec::NONE { e } else { err })).collect()
+    };
+    let end = match append_txn(shard, p, &recs, Some((producer_id, epoch))) {
+        Ok(end) => end,
+        Err(e) => return fail(results, e),
+    };
+    me.txn_offsets.borrow_mut().entry(producer_id).or_default().extend(pending);
+    match internal::wait_durable(shard, OFFSETS_TOPIC, p, end).await {
+        Ok(()) => results,
+        Err(e) => fail(results, e),
     }
 }
 
@@ -785,6 +887,12 @@ async fn maybe_snapshot(shard: &Rc<Shard>) {
         .map(|(p, _)| *p)
         .collect();
     for p in candidates {
+        let n = offsets_partitions(shard);
+        let open_txn = shard.groups.txn_offsets.borrow().values().flatten().any(|(g, ..)| partition_for(g, n) == p);
+        if open_txn {
+            // Their records must stay before any trim point until their marker arrives.
+            continue;
+        }
         let live = live_records(shard, p);
         let records = shard.groups.parts.borrow().get(&p).map(|x| x.records).unwrap_or(0);
         if records <= SNAPSHOT_RATIO * live.len() as u64 {
@@ -824,79 +932,76 @@ async fn maybe_snapshot(shard: &Rc<Shard>) {
 
 /// Reads partition `p` from its log start and rebuilds its groups. Returns (groups, records read).
 async fn load_partition(shard: &Rc<Shard>, p: i32) -> Result<(usize, u64), String> {
-    let log = shard.log(OFFSETS_TOPIC, p).ok_or("partition log is not open")?;
     let mut metas: HashMap<String, Option<GroupValue>> = HashMap::new();
     let mut offsets: HashMap<String, BTreeMap<(String, i32), Committed>> = HashMap::new();
-    let mut offset = log.log_start_offset();
-    let end = log.high_watermark();
-    let mut count = 0u64;
-    let mut skipped = 0u64;
-    while offset < end {
-        let r = log.read(offset, 1 << 20).await.map_err(|e| e.to_string())?;
-        if r.records.is_empty() {
-            break;
-        }
-        let (spans, _) = batch::scan_batches(&r.records);
-        if spans.is_empty() {
-            return Err(format!("unreadable batch at offset {offset}"));
-        }
-        for span in spans {
-            let b = r.records.slice(span.start..span.end);
-            let next = span.header.next_offset();
-            if span.header.is_control() || next <= offset {
-                offset = offset.max(next);
-                continue;
+    // Transactional offset commits wait for their transaction's marker.
+    let mut pending: HashMap<i64, Vec<(String, String, i32, Option<Committed>)>> = HashMap::new();
+    let mut bad = 0u64;
+    let (count, mut skipped) = internal::replay(shard, OFFSETS_TOPIC, p, |r| match r {
+        internal::Replayed::Marker { producer_id, commit } => {
+            for (group, topic, partition, value) in pending.remove(&producer_id).unwrap_or_default() {
+                if commit {
+                    let entry = offsets.entry(group).or_default();
+                    match value {
+                        Some(v) => entry.insert((topic, partition), v),
+                        None => entry.remove(&(topic, partition)),
+                    };
+                }
             }
-            match batch::key_values(&b) {
-                Ok((_, recs)) => {
-                    for rec in recs {
-                        if rec.offset < offset {
-                            continue;
+        }
+        internal::Replayed::Record { key, value, txn } => {
+            let Ok(key) = records::decode_key(key) else {
+                bad += 1;
+                return;
+            };
+            match key {
+                Key::Offset { group, topic, partition } => {
+                    let value = match value.map(records::decode_offset) {
+                        None => None,
+                        Some(Ok(v)) => Some(Committed {
+                            offset: v.offset,
+                            leader_epoch: v.leader_epoch,
+                            metadata: v.metadata,
+                            commit_timestamp: v.commit_timestamp,
+                        }),
+                        Some(Err(_)) => {
+                            bad += 1;
+                            return;
                         }
-                        count += 1;
-                        let Some(key) = rec.key.and_then(|k| records::decode_key(k).ok()) else {
-                            skipped += 1;
-                            continue;
-                        };
-                        match key {
-                            Key::Offset { group, topic, partition } => {
-                                let entry = offsets.entry(group).or_default();
-                                match rec.value.map(records::decode_offset) {
-                                    None => {
-                                        entry.remove(&(topic, partition));
-                                    }
-                                    Some(Ok(v)) => {
-                                        entry.insert(
-                                            (topic, partition),
-                                            Committed {
-                                                offset: v.offset,
-                                                leader_epoch: v.leader_epoch,
-                                                metadata: v.metadata,
-                                                commit_timestamp: v.commit_timestamp,
-                                            },
-                                        );
-                                    }
-                                    Some(Err(_)) => skipped += 1,
-                                }
-                            }
-                            Key::Group { group } => match rec.value.map(records::decode_group) {
-                                None => {
-                                    metas.insert(group, None);
-                                }
-                                Some(Ok(v)) => {
-                                    metas.insert(group, Some(v));
-                                }
-                                Some(Err(_)) => skipped += 1,
-                            },
-                        }
+                    };
+                    if let Some(pid) = txn {
+                        pending.entry(pid).or_default().push((group, topic, partition, value));
+                        return;
                     }
+                    let entry = offsets.entry(group).or_default();
+                    match value {
+                        Some(v) => entry.insert((topic, partition), v),
+                        None => entry.remove(&(topic, partition)),
+                    };
                 }
-                Err(e) => {
-                    tracing::warn!(partition = p, offset, error = %e, "skipping an unreadable __consumer_offsets batch");
-                    skipped += 1;
+                Key::Group { group } => match value.map(records::decode_group) {
+                    None => {
+                        metas.insert(group, None);
+                    }
+                    Some(Ok(v)) => {
+                        metas.insert(group, Some(v));
+                    }
+                    Some(Err(_)) => bad += 1,
+                },
+            }
+        }
+    })
+    .await?;
+    skipped += bad;
+    // Transactions still open at the end of the log: their commits stay pending until the marker.
+    {
+        let mut txn_offsets = shard.groups.txn_offsets.borrow_mut();
+        for (pid, list) in pending {
+            for (group, topic, partition, value) in list {
+                if let Some(v) = value {
+                    txn_offsets.entry(pid).or_default().push((group, topic, partition, v));
                 }
             }
-            offset = next;
         }
     }
     if skipped > 0 {

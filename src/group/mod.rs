@@ -66,6 +66,8 @@ pub enum GroupOp {
     Heartbeat { group: String, member_id: String, instance_id: Option<String>, generation: i32 },
     Leave { group: String, members: Vec<LeavingMember> },
     Commit { group: String, member_id: String, instance_id: Option<String>, generation: i32, parts: Vec<CommitPart> },
+    /// TxnOffsetCommit: offsets that take effect when the producer's transaction commits.
+    TxnCommit { group: String, producer_id: i64, epoch: i16, member_id: String, generation: i32, parts: Vec<CommitPart> },
     /// `None`: every partition the group has an offset for.
     FetchOffsets { group: String, parts: Option<Vec<(String, i32)>> },
     Describe { group: String },

@@ -29,7 +29,7 @@ use crate::group::{
 };
 use crate::protocol::errors as ec;
 use crate::protocol::frame::Request;
-use crate::shard::{AdminOp, NewTopic, Reply, Shard};
+use crate::shard::{Reply, Shard};
 
 type Res = Result<Option<super::Out>, HandlerError>;
 
@@ -43,26 +43,7 @@ fn sopt(s: &Option<String>) -> Option<StrBytes> {
 
 /// Creates `__consumer_offsets` when it does not exist yet; returns its partition count.
 pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<i32, i16> {
-    if let Some(t) = shard.image().topics.get(OFFSETS_TOPIC) {
-        return Ok(t.partitions.len() as i32);
-    }
-    let mut configs = std::collections::BTreeMap::new();
-    configs.insert("retention.ms".to_string(), "-1".to_string());
-    configs.insert("retention.bytes".to_string(), "-1".to_string());
-    configs.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
-    let topic = NewTopic {
-        name: OFFSETS_TOPIC.to_string(),
-        partitions: shard.config.group.offsets_topic_partitions,
-        replication_factor: -1,
-        configs,
-    };
-    let r = shard.admin(AdminOp::CreateTopics { topics: vec![topic], validate_only: false }).await;
-    match r.first().map(|r| r.error) {
-        Some(ec::NONE) | Some(ec::TOPIC_ALREADY_EXISTS) => {}
-        Some(e) => return Err(e),
-        None => return Err(ec::COORDINATOR_NOT_AVAILABLE),
-    }
-    shard.image().topics.get(OFFSETS_TOPIC).map(|t| t.partitions.len() as i32).ok_or(ec::COORDINATOR_NOT_AVAILABLE)
+    crate::shard::internal::ensure_topic(shard, OFFSETS_TOPIC, shard.config.group.offsets_topic_partitions).await
 }
 
 /// Sends `op` to the core coordinating `group`. `None`: no coordinator could be reached.

@@ -9,6 +9,7 @@
 //! metadata image run on shard 0 (the controller shard), which persists the new
 //! image and applies it on every shard before answering.
 
+pub mod internal;
 pub mod table;
 
 use std::cell::{Cell, RefCell};

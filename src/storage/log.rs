@@ -571,7 +571,8 @@ impl PartitionLog {
         }
         let header = BatchHeader::parse(batch).map_err(|e| io_err("appending an unvalidated batch", e))?;
         let count = header.last_offset_delta as i64 + 1;
-        let idempotent = header.producer_id >= 0 && !header.is_control();
+        // Coordinators write transactional batches without sequence numbers (-1): not checked.
+        let idempotent = header.producer_id >= 0 && !header.is_control() && header.base_sequence >= 0;
         let seq_range = (header.base_sequence, producers::last_seq(header.base_sequence, header.records_count));
         if idempotent {
             match st.producers.check(header.producer_id, header.producer_epoch, seq_range.0, seq_range.1) {
