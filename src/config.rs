@@ -198,6 +198,12 @@ pub struct BrokerConfig {
     pub group: GroupConfig,
     /// `producer.id.expiration.ms`: idempotent producer state idle this long is forgotten.
     pub producer_id_expiration_ms: i64,
+    /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
+    pub txn_state_partitions: i32,
+    /// `transaction.max.timeout.ms`: the longest transaction timeout a producer may ask for.
+    pub transaction_max_timeout_ms: i64,
+    /// `transactional.id.expiration.ms`: transactional ids idle this long are forgotten.
+    pub transactional_id_expiration_ms: i64,
 }
 
 /// Settings of the group coordinator, under Kafka's names.
@@ -269,6 +275,9 @@ impl Default for BrokerConfig {
             stall_threshold_ms: 0,
             group: GroupConfig::default(),
             producer_id_expiration_ms: 86_400_000,
+            txn_state_partitions: 50,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
         }
     }
 }
@@ -365,6 +374,15 @@ impl BrokerConfig {
             }
             "group.consumer.session.timeout.ms" => self.group.consumer_session_timeout_ms = parse_i64(key, value, 1)?,
             "producer.id.expiration.ms" => self.producer_id_expiration_ms = parse_i64(key, value, 1)?,
+            "transaction.state.log.num.partitions" => {
+                let v = parse_i64(key, value, 1)?;
+                if v > 1000 {
+                    return Err(invalid(key, value, "at most 1000"));
+                }
+                self.txn_state_partitions = v as i32;
+            }
+            "transaction.max.timeout.ms" => self.transaction_max_timeout_ms = parse_i64(key, value, 1)?,
+            "transactional.id.expiration.ms" => self.transactional_id_expiration_ms = parse_i64(key, value, 1)?,
             // Accepted for compatibility with Kafka set-ups: one broker means one replica.
             "offsets.topic.replication.factor" | "transaction.state.log.replication.factor" | "transaction.state.log.min.isr" => {
                 parse_i64(key, value, 1)?;
@@ -469,6 +487,10 @@ impl BrokerConfig {
             ("group.consumer.heartbeat.interval.ms", self.group.consumer_heartbeat_interval_ms.to_string()),
             ("group.consumer.session.timeout.ms", self.group.consumer_session_timeout_ms.to_string()),
             ("producer.id.expiration.ms", self.producer_id_expiration_ms.to_string()),
+            ("transaction.state.log.num.partitions", self.txn_state_partitions.to_string()),
+            ("transaction.state.log.replication.factor", "1".to_string()),
+            ("transaction.max.timeout.ms", self.transaction_max_timeout_ms.to_string()),
+            ("transactional.id.expiration.ms", self.transactional_id_expiration_ms.to_string()),
             ("admin.listen", self.admin_listen.map(|a| a.to_string()).unwrap_or_else(|| "none".into())),
             ("reactor.spin.before.park.us", self.spin_before_park_us.to_string()),
             ("reactor.io.memory.bytes", self.io_memory_bytes.to_string()),

@@ -56,6 +56,7 @@
 //! - [`limits`]: every bound, with compile-time checks of their relations.
 //! - [`protocol`]: framing, record batch validation, Kafka error codes. No I/O.
 //! - [`group`]: consumer groups: the per-core group coordinator, its state machine, committed offsets in `__consumer_offsets`.
+//! - [`txn`]: the transaction coordinator (transactional ids in `__transaction_state`, markers).
 //! - [`handlers`]: one file per API family; [`handlers::api_versions`] lists what is served.
 //! - [`metrics`]: per-core counters and histograms, the Prometheus admin endpoint.
 //! - [`net`]: listener, connections, ordered responses, backpressure.
@@ -76,4 +77,5 @@ pub mod net;
 pub mod protocol;
 pub mod shard;
 pub mod storage;
+pub mod txn;
 pub mod util;

@@ -47,7 +47,7 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<i32, i16> {
 }
 
 /// Sends `op` to the core coordinating `group`. `None`: no coordinator could be reached.
-async fn call(shard: &Rc<Shard>, group: &str, op: GroupOp) -> Result<GroupReply, i16> {
+pub async fn call(shard: &Rc<Shard>, group: &str, op: GroupOp) -> Result<GroupReply, i16> {
     let n = ensure_offsets_topic(shard).await?;
     let p = partition_for(group, n);
     let owner = shard.image().owner(OFFSETS_TOPIC, p).ok_or(ec::COORDINATOR_NOT_AVAILABLE)?;
@@ -61,7 +61,11 @@ pub async fn find_coordinator(shard: &Rc<Shard>, req: Request) -> Res {
     let body: FindCoordinatorRequest = decode(&req, ApiKey::FindCoordinator)?;
     let keys: Vec<StrBytes> = if req.api_version >= 4 { body.coordinator_keys.clone() } else { vec![body.key.clone()] };
     let valid_type = body.key_type == 0 || body.key_type == 1;
-    let ready = if body.key_type == 0 { ensure_offsets_topic(shard).await.err() } else { None };
+    let ready = match body.key_type {
+        0 => ensure_offsets_topic(shard).await.err(),
+        1 => super::txn::ensure_txn_topic(shard).await.err(),
+        _ => None,
+    };
     let addr = shard.config.advertise;
     let node = shard.config.node_id;
     let answer = |key: &StrBytes| -> (i16, Option<&'static str>) {

@@ -15,7 +15,7 @@ pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
-pub mod producer;
+pub mod txn;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -125,7 +125,14 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
         ApiKey::DeleteGroups => Box::pin(async move { groups::delete_groups(&shard, req).await }),
         ApiKey::OffsetDelete => Box::pin(async move { groups::offset_delete(&shard, req).await }),
         ApiKey::ConsumerGroupHeartbeat => Box::pin(async move { groups::consumer_group_heartbeat(&shard, req).await }),
-        ApiKey::InitProducerId => Box::pin(async move { producer::init_producer_id(&shard, req).await }),
+        ApiKey::InitProducerId => Box::pin(async move { txn::init_producer_id(&shard, req).await }),
+        ApiKey::AddPartitionsToTxn => Box::pin(async move { txn::add_partitions_to_txn(&shard, req).await }),
+        ApiKey::AddOffsetsToTxn => Box::pin(async move { txn::add_offsets_to_txn(&shard, req).await }),
+        ApiKey::EndTxn => Box::pin(async move { txn::end_txn(&shard, req).await }),
+        ApiKey::TxnOffsetCommit => Box::pin(async move { txn::txn_offset_commit(&shard, req).await }),
+        ApiKey::DescribeTransactions => Box::pin(async move { txn::describe_transactions(&shard, req).await }),
+        ApiKey::ListTransactions => Box::pin(async move { txn::list_transactions(&shard, req).await }),
+        ApiKey::DescribeProducers => Box::pin(async move { txn::describe_producers(&shard, req).await }),
         ApiKey::ConsumerGroupDescribe => Box::pin(async move { groups::consumer_group_describe(&shard, req).await }),
         _ => return Err(HandlerError::UnknownApi(req.api_key)),
     })

@@ -66,9 +66,7 @@ fn take_batches(body: bytes::Bytes, pending: &[Pending]) -> Vec<Vec<BytesMut>> {
 }
 
 pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, HandlerError> {
-    let ProduceRequest { transactional_id, acks, topic_data, .. } = decode(&req, ApiKey::Produce)?;
-    let transactional = transactional_id.is_some();
-    drop(transactional_id);
+    let ProduceRequest { acks, topic_data, .. } = decode(&req, ApiKey::Produce)?;
     let (api_version, correlation_id) = (req.api_version, req.correlation_id);
     let image = shard.image();
     let body_start = req.body.as_ptr() as usize;
@@ -82,8 +80,6 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
         for pd in t.partition_data {
             let slot = if !matches!(acks, -1 | 0 | 1) {
                 Slot::Failed(ec::INVALID_REQUIRED_ACKS, None)
-            } else if transactional {
-                Slot::Failed(ec::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, Some("transactions are not supported yet".into()))
             } else {
                 match topic.and_then(|tm| usize::try_from(pd.index).ok().and_then(|i| tm.partitions.get(i)).map(|pm| (tm, pm))) {
                     None => Slot::Failed(ec::UNKNOWN_TOPIC_OR_PARTITION, None),

@@ -45,6 +45,10 @@ pub enum Op {
     Group(crate::group::GroupOp),
     /// Shard 0 hands out a block of never-used producer ids.
     AllocProducerIds,
+    Txn(crate::txn::TxnOp),
+    /// Append commit/abort markers of one producer's transaction to these partitions.
+    WriteMarkers { producer_id: i64, epoch: i16, commit: bool, parts: Vec<(String, i32)> },
+    DescribeProducers { topic: String, partition: i32 },
 }
 
 #[derive(Debug)]
@@ -60,6 +64,9 @@ pub enum Reply {
     Admin(Vec<AdminResult>),
     Group(crate::group::GroupReply),
     ProducerIds(Result<(i64, i64), i16>),
+    Txn(crate::txn::TxnReply),
+    Markers(Vec<i16>),
+    Producers(Result<Vec<(i64, i16, i32, i64, i64)>, i16>),
 }
 
 #[derive(Debug)]
@@ -152,6 +159,8 @@ pub struct Shard {
     pub syncer: Rc<crate::storage::syncer::CoreSyncer>,
     /// The consumer groups this core coordinates.
     pub groups: crate::group::coordinator::Coordinator,
+    /// The transactional ids this core coordinates.
+    pub txns: crate::txn::coordinator::TxnCoordinator,
     /// This shard's unused producer ids: [next, end).
     producer_ids: Cell<(i64, i64)>,
     producer_id_gate: Semaphore,
@@ -195,6 +204,7 @@ impl Shard {
             metrics: Default::default(),
             syncer: Default::default(),
             groups: Default::default(),
+            txns: Default::default(),
             producer_ids: Cell::new((0, 0)),
             producer_id_gate: Semaphore::new(1),
             meta_path,
@@ -253,7 +263,8 @@ impl Shard {
     /// Runs `op` on shard `target`: here directly, elsewhere through the mesh.
     pub async fn call(self: &Rc<Self>, target: ShardId, op: Op) -> Reply {
         if target == self.id {
-            return self.execute(op).await;
+            // Boxed: an op may call other shards (this one included), e.g. EndTxn writing markers.
+            return Box::pin(self.execute(op)).await;
         }
         let Some(senders) = &self.senders else {
             panic!("call to shard {target} from shard {} without a mesh", self.id);
@@ -321,6 +332,13 @@ impl Shard {
             Op::Admin(op) => Reply::Admin(self.admin_local(op).await),
             Op::Group(op) => Reply::Group(crate::group::coordinator::Coordinator::execute(self, op).await),
             Op::AllocProducerIds => Reply::ProducerIds(self.alloc_producer_ids_local().await),
+            Op::DescribeProducers { topic, partition } => {
+                Reply::Producers(self.log(&topic, partition).map(|l| l.producers_summary()).ok_or(ec::NOT_LEADER_OR_FOLLOWER))
+            }
+            Op::Txn(op) => Reply::Txn(crate::txn::coordinator::TxnCoordinator::execute(self, op).await),
+            Op::WriteMarkers { producer_id, epoch, commit, parts } => {
+                Reply::Markers(crate::txn::coordinator::write_markers_local(self, producer_id, epoch, commit, parts).await)
+            }
         }
     }
 
@@ -520,6 +538,7 @@ impl Shard {
             }
         }
         crate::group::coordinator::Coordinator::on_image(self);
+        crate::txn::coordinator::TxnCoordinator::on_image(self);
     }
 
     /// Sends `image` to every shard (this one included) and waits until all applied it.
@@ -783,7 +802,7 @@ pub fn apply_admin(image: &mut MetadataImage, op: AdminOp, cfg: &BrokerConfig, s
             for n in names {
                 if !cfg.delete_topic_enable {
                     results.push(res(&n, ec::TOPIC_DELETION_DISABLED, None));
-                } else if n == crate::group::OFFSETS_TOPIC {
+                } else if n == crate::group::OFFSETS_TOPIC || n == crate::txn::TXN_TOPIC {
                     // Kafka refuses to delete internal topics; the groups live in this one.
                     results.push(res(&n, ec::INVALID_REQUEST, Some("cannot delete the internal topic __consumer_offsets".into())));
                 } else if let Some(t) = image.topics.remove(&n) {
@@ -802,7 +821,7 @@ pub fn apply_admin(image: &mut MetadataImage, op: AdminOp, cfg: &BrokerConfig, s
                     results.push(res(&name, ec::UNKNOWN_TOPIC_OR_PARTITION, None));
                     continue;
                 };
-                if name == crate::group::OFFSETS_TOPIC {
+                if name == crate::group::OFFSETS_TOPIC || name == crate::txn::TXN_TOPIC {
                     // Groups are placed by hash modulo the partition count: it must not change.
                     results.push(res(&name, ec::INVALID_REQUEST, Some("the partition count of __consumer_offsets is fixed".into())));
                     continue;

@@ -537,6 +537,11 @@ impl PartitionLog {
         self.st.borrow_mut().producers.expire(now, max_idle_ms)
     }
 
+    /// Every producer writing here: (id, epoch, last sequence, last write ms, open transaction's first offset or -1).
+    pub fn producers_summary(&self) -> Vec<(i64, i16, i32, i64, i64)> {
+        self.st.borrow().producers.summary()
+    }
+
     /// The state of one idempotent producer on this partition (for tests and tools).
     pub fn producer(&self, producer_id: i64) -> Option<producers::ProducerEntry> {
         self.st.borrow().producers.get(producer_id).cloned()

@@ -126,6 +126,20 @@ impl ProducerStates {
         e.last_write_ms = e.last_write_ms.max(now_ms);
     }
 
+    /// Every producer: (id, epoch, last sequence, last write time, first offset of its open transaction or -1).
+    pub fn summary(&self) -> Vec<(i64, i16, i32, i64, i64)> {
+        let mut v: Vec<_> = self
+            .map
+            .iter()
+            .map(|(id, e)| {
+                let last_seq = e.batches.back().map_or(-1, |b| b.last_seq);
+                (*id, e.epoch, last_seq, e.last_write_ms, self.ongoing.get(id).copied().unwrap_or(-1))
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// A transactional batch of `producer_id` was written at `offset`.
     pub fn begin_txn(&mut self, producer_id: i64, offset: i64) {
         self.ongoing.entry(producer_id).or_insert(offset);
