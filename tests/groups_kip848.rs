@@ -50,7 +50,8 @@ fn run_members(
     timeout: Duration,
     before_produce: impl FnOnce(),
 ) -> Vec<Vec<(i32, i64)>> {
-    let seen: Arc<Mutex<Vec<Vec<(i32, i64)>>>> = Arc::new(Mutex::new(vec![Vec::new(); n]));
+    type Seen = Arc<Mutex<Vec<Vec<(i32, i64)>>>>;
+    let seen: Seen = Arc::new(Mutex::new(vec![Vec::new(); n]));
     let holding: Arc<Mutex<Vec<usize>>> = Arc::new(Mutex::new(vec![0; n]));
     let done = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();

@@ -85,8 +85,11 @@ pub struct Coordinator {
     ticking: Cell<bool>,
     last_expiry_check: Cell<i64>,
     /// Offsets committed inside open transactions, per producer id: (group, topic, partition, offset).
-    txn_offsets: RefCell<HashMap<i64, Vec<(String, String, i32, Committed)>>>,
+    txn_offsets: RefCell<HashMap<i64, Vec<TxnOffset>>>,
 }
+
+/// An offset committed inside a transaction: (group, topic, partition, offset).
+type TxnOffset = (String, String, i32, Committed);
 
 impl Default for Coordinator {
     fn default() -> Self {
@@ -503,7 +506,7 @@ impl Coordinator {
     /// core): the offsets `producer_id` committed in that transaction take effect or vanish.
     pub fn complete_txn(&self, shard: &Shard, p: i32, producer_id: i64, commit: bool) {
         let n = offsets_partitions(shard);
-        let mine: Vec<(String, String, i32, Committed)> = {
+        let mine: Vec<TxnOffset> = {
             let mut all = self.txn_offsets.borrow_mut();
             let Some(list) = all.get_mut(&producer_id) else { return };
             let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(list).into_iter().partition(|(g, ..)| partition_for(g, n) == p);
@@ -935,7 +938,8 @@ async fn load_partition(shard: &Rc<Shard>, p: i32) -> Result<(usize, u64), Strin
     let mut metas: HashMap<String, Option<GroupValue>> = HashMap::new();
     let mut offsets: HashMap<String, BTreeMap<(String, i32), Committed>> = HashMap::new();
     // Transactional offset commits wait for their transaction's marker.
-    let mut pending: HashMap<i64, Vec<(String, String, i32, Option<Committed>)>> = HashMap::new();
+    type Pending = (String, String, i32, Option<Committed>);
+    let mut pending: HashMap<i64, Vec<Pending>> = HashMap::new();
     let mut bad = 0u64;
     let (count, mut skipped) = internal::replay(shard, OFFSETS_TOPIC, p, |r| match r {
         internal::Replayed::Marker { producer_id, commit } => {

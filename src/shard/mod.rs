@@ -66,8 +66,11 @@ pub enum Reply {
     ProducerIds(Result<(i64, i64), i16>),
     Txn(crate::txn::TxnReply),
     Markers(Vec<i16>),
-    Producers(Result<Vec<(i64, i16, i32, i64, i64)>, i16>),
+    Producers(Result<Vec<ProducerSummary>, i16>),
 }
+
+/// One producer on a partition: id, epoch, last sequence, last write ms, open transaction's first offset (-1: none).
+pub type ProducerSummary = (i64, i16, i32, i64, i64);
 
 #[derive(Debug)]
 pub struct ProducePart {

@@ -387,7 +387,8 @@ async fn ticker(shard: Rc<Shard>) {
         let now = now_ms();
         let n = txn_partitions(&shard);
         // Transactions to finish: left in Prepare* (a restart), or open past their timeout.
-        let mut work: Vec<(i32, TxnMeta, bool, Vec<(String, i32)>)> = Vec::new();
+        type Work = (i32, TxnMeta, bool, Vec<(String, i32)>);
+        let mut work: Vec<Work> = Vec::new();
         let mut expired_ids = Vec::new();
         {
             let busy = shard.txns.busy.borrow();
