@@ -41,22 +41,22 @@
 //! producer's pipelined batches land in order.
 //!
 //! ## Coordinators
-
-Consumer groups and transactions keep their state in internal topics written
-through the same log engine ([`shard::internal`]): `__consumer_offsets`
-(group metadata, committed offsets) and `__transaction_state` (transactional
-ids). A group id or transactional id hashes to a partition of its topic, so
-its coordinator runs on the core owning that partition ([`group::coordinator`],
-[`txn::coordinator`]); other cores forward requests to it over the mesh, as
-they do produce and fetch. Each coordinator's logic is a state machine with no
-I/O ([`group::state`], [`group::consumer`] for KIP-848, [`txn::state`]), driven
-by a thin glommio layer that persists, ticks the clock and loads its partitions
-at start. Ending a transaction writes commit/abort markers on every partition's
-owner; each partition's idempotent and transactional producer state (sequence
-numbers, open and aborted transactions, the last stable offset) lives with its
-log ([`storage::producers`]).
-
-## Storage
+//!
+//! Consumer groups and transactions keep their state in internal topics written
+//! through the same log engine ([`shard::internal`]): `__consumer_offsets`
+//! (group metadata, committed offsets) and `__transaction_state` (transactional
+//! ids). A group id or transactional id hashes to a partition of its topic, so
+//! its coordinator runs on the core owning that partition ([`group::coordinator`],
+//! [`txn::coordinator`]); other cores forward requests to it over the mesh, as
+//! they do produce and fetch. Each coordinator's logic is a state machine with no
+//! I/O ([`group::state`], [`group::consumer`] for KIP-848, [`txn::state`]), driven
+//! by a thin glommio layer that persists, ticks the clock and loads its partitions
+//! at start. Ending a transaction writes commit/abort markers on every partition's
+//! owner; each partition's idempotent and transactional producer state (sequence
+//! numbers, open and aborted transactions, the last stable offset) lives with its
+//! log ([`storage::producers`]).
+//!
+//! ## Storage
 //!
 //! One directory per partition (`<topic>-<partition>`) of Kafka-format segment
 //! files with sparse offset and time indexes ([`storage::index`]). Appends get

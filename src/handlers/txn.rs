@@ -78,6 +78,9 @@ pub async fn init_producer_id(shard: &Rc<Shard>, req: Request) -> Res {
 
 pub async fn add_partitions_to_txn(shard: &Rc<Shard>, req: Request) -> Res {
     let body: AddPartitionsToTxnRequest = decode(&req, ApiKey::AddPartitionsToTxn)?;
+    if req.api_version >= 4 {
+        return add_partitions_batched(shard, &req, body).await;
+    }
     let txn_id = body.v3_and_below_transactional_id.to_string();
     let image = shard.image();
     let mut parts = Vec::new();
@@ -122,6 +125,43 @@ pub async fn add_partitions_to_txn(shard: &Rc<Shard>, req: Request) -> Res {
         results.push(AddPartitionsToTxnTopicResult::default().with_name(t.name.clone()).with_results_by_partition(r));
     }
     respond(&req, ApiKey::AddPartitionsToTxn, &AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results))
+}
+
+/// AddPartitionsToTxn v4+: several transactions per request, each either added to or
+/// only verified (KIP-890).
+async fn add_partitions_batched(shard: &Rc<Shard>, req: &Request, body: AddPartitionsToTxnRequest) -> Res {
+    use kafka_protocol::messages::add_partitions_to_txn_response::AddPartitionsToTxnResult;
+    let image = shard.image();
+    let mut results = Vec::with_capacity(body.transactions.len());
+    for t in &body.transactions {
+        let txn_id = t.transactional_id.to_string();
+        let parts: Vec<(String, i32)> = t.topics.iter().flat_map(|tp| tp.partitions.iter().map(move |p| (tp.name.to_string(), *p))).collect();
+        let unknown: Vec<bool> =
+            parts.iter().map(|(n, p)| !image.topics.get(n).is_some_and(|tm| *p >= 0 && (*p as usize) < tm.partitions.len())).collect();
+        let codes: Vec<i16> = if unknown.iter().any(|u| *u) {
+            unknown.iter().map(|u| if *u { ec::UNKNOWN_TOPIC_OR_PARTITION } else { ec::OPERATION_NOT_ATTEMPTED }).collect()
+        } else if t.verify_only {
+            let op = TxnOp::Verify { txn_id: txn_id.clone(), producer_id: t.producer_id.0, epoch: t.producer_epoch, parts: parts.clone() };
+            match call(shard, &txn_id, op).await {
+                Ok(TxnReply::Codes(c)) => c,
+                Ok(_) => vec![ec::UNKNOWN_SERVER_ERROR; parts.len()],
+                Err(e) => vec![e; parts.len()],
+            }
+        } else {
+            let op = TxnOp::AddPartitions { txn_id: txn_id.clone(), producer_id: t.producer_id.0, epoch: t.producer_epoch, parts: parts.clone() };
+            vec![code_of(call(shard, &txn_id, op).await); parts.len()]
+        };
+        let mut topic_results: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
+        for ((topic, p), code) in parts.iter().zip(codes) {
+            let r = AddPartitionsToTxnPartitionResult::default().with_partition_index(*p).with_partition_error_code(code);
+            match topic_results.iter_mut().find(|x| x.name.as_str() == topic) {
+                Some(x) => x.results_by_partition.push(r),
+                None => topic_results.push(AddPartitionsToTxnTopicResult::default().with_name(TopicName(str_bytes(topic))).with_results_by_partition(vec![r])),
+            }
+        }
+        results.push(AddPartitionsToTxnResult::default().with_transactional_id(t.transactional_id.clone()).with_topic_results(topic_results));
+    }
+    respond(req, ApiKey::AddPartitionsToTxn, &AddPartitionsToTxnResponse::default().with_results_by_transaction(results))
 }
 
 pub async fn add_offsets_to_txn(shard: &Rc<Shard>, req: Request) -> Res {

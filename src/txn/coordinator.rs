@@ -239,6 +239,16 @@ impl TxnCoordinator {
                     },
                 })
             }
+            TxnOp::Verify { txn_id, producer_id, epoch, parts } => {
+                if let Err(e) = Self::check_ready(shard, &txn_id) {
+                    return TxnReply::Codes(vec![e; parts.len()]);
+                }
+                let txns = shard.txns.txns.borrow();
+                TxnReply::Codes(match txns.get(&txn_id) {
+                    None => vec![ec::INVALID_PRODUCER_ID_MAPPING; parts.len()],
+                    Some(t) => t.verify(producer_id, epoch, &parts),
+                })
+            }
             TxnOp::Describe { txn_id } => {
                 if let Err(e) = Self::check_ready(shard, &txn_id) {
                     return TxnReply::Described(Err(e));

@@ -26,6 +26,8 @@ pub enum TxnOp {
     Init { txn_id: String, timeout_ms: i32, expected: Option<(i64, i16)> },
     AddPartitions { txn_id: String, producer_id: i64, epoch: i16, parts: Vec<(String, i32)> },
     End { txn_id: String, producer_id: i64, epoch: i16, commit: bool },
+    /// AddPartitionsToTxn v4+ `verify_only`: one error code per partition.
+    Verify { txn_id: String, producer_id: i64, epoch: i16, parts: Vec<(String, i32)> },
     Describe { txn_id: String },
     /// Every transaction this core coordinates.
     List,
@@ -35,6 +37,7 @@ pub enum TxnOp {
 pub enum TxnReply {
     Init(Result<(i64, i16), i16>),
     Code(i16),
+    Codes(Vec<i16>),
     Described(Result<state::TxnMeta, i16>),
     Listed(Vec<state::TxnMeta>),
 }

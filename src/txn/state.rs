@@ -169,6 +169,20 @@ impl TxnMeta {
         Ok(self.partitions.len() != before || before == 0)
     }
 
+    /// AddPartitionsToTxn v4+ with `verify_only` (KIP-890): is each partition part of the
+    /// producer's open transaction? One error code per partition.
+    pub fn verify(&self, producer_id: i64, epoch: i16, parts: &[Tp]) -> Vec<i16> {
+        let common = match self.check_producer(producer_id, epoch) {
+            Err(e) => Some(e),
+            Ok(()) if self.state != TxnState::Ongoing => Some(ec::INVALID_TXN_STATE),
+            Ok(()) => None,
+        };
+        parts
+            .iter()
+            .map(|p| common.unwrap_or(if self.partitions.contains(p) { ec::NONE } else { ec::INVALID_TXN_STATE }))
+            .collect()
+    }
+
     /// EndTxn.
     pub fn end(&mut self, producer_id: i64, epoch: i16, commit: bool, now: i64) -> Result<End, i16> {
         self.check_producer(producer_id, epoch)?;
