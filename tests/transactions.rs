@@ -227,3 +227,63 @@ fn consume_transform_produce_is_exactly_once_across_a_broker_kill() {
     assert!(dups.is_empty(), "records copied twice: {dups:?}");
     assert_eq!(seen.len(), 200, "every input record copied once; got {}\n{}", seen.len(), b.log_tail());
 }
+
+#[test]
+fn raw_add_partitions_verify_and_describe() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction};
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    let b = Broker::start(1, SETS);
+    let addr = b.addr();
+    let topic = unique("txnraw");
+    create_topic(&addr, &topic, 2, &[]);
+    let mut sock = raw::connect(b.socket_addr());
+    let tid = unique("tid-raw");
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(&tid))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let r = wait_for("the transaction coordinator", Duration::from_secs(20), || {
+        let r = raw::call(&mut sock, &init, 4);
+        (r.error_code == 0).then_some(r)
+    });
+    let (pid, epoch) = (r.producer_id, r.producer_epoch);
+    let too_long = init.clone().with_transaction_timeout_ms(3_600_000);
+    assert_eq!(raw::call(&mut sock, &too_long, 4).error_code, 50, "INVALID_TRANSACTION_TIMEOUT");
+    let add = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(s(&tid)))
+        .with_v3_and_below_producer_id(pid)
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default().with_name(TopicName(s(&topic))).with_partitions(vec![0])]);
+    let r = raw::call(&mut sock, &add, 3);
+    assert_eq!(r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0);
+    // A stale epoch is fenced.
+    let stale = add.clone().with_v3_and_below_producer_epoch(epoch - 1);
+    assert_eq!(raw::call(&mut sock, &stale, 3).results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 90);
+    // v4 verify_only: partition 0 is in the transaction, 1 is not.
+    let verify = AddPartitionsToTxnRequest::default().with_transactions(vec![AddPartitionsToTxnTransaction::default()
+        .with_transactional_id(TransactionalId(s(&tid)))
+        .with_producer_id(pid)
+        .with_producer_epoch(epoch)
+        .with_verify_only(true)
+        .with_topics(vec![AddPartitionsToTxnTopic::default().with_name(TopicName(s(&topic))).with_partitions(vec![0, 1])])]);
+    let r = raw::call(&mut sock, &verify, 4);
+    let codes: Vec<i16> = r.results_by_transaction[0].topic_results[0].results_by_partition.iter().map(|p| p.partition_error_code).collect();
+    assert_eq!(codes, vec![0, 48], "NONE for the added partition, INVALID_TXN_STATE for the other");
+    let d = raw::call(&mut sock, &DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(s(&tid))]), 0);
+    let st = &d.transaction_states[0];
+    assert_eq!((st.error_code, st.transaction_state.as_str(), st.producer_id), (0, "Ongoing", pid));
+    assert_eq!(st.topics[0].partitions, vec![0]);
+    let l = raw::call(&mut sock, &ListTransactionsRequest::default().with_state_filters(vec![s("Ongoing")]), 0);
+    assert!(l.transaction_states.iter().any(|t| t.transactional_id.as_str() == tid));
+    // Ending with the wrong producer id, then committing for real.
+    let end = EndTxnRequest::default().with_transactional_id(TransactionalId(s(&tid))).with_producer_id(pid).with_producer_epoch(epoch).with_committed(true);
+    assert_eq!(raw::call(&mut sock, &end.clone().with_producer_id(ProducerId(pid.0 + 1000)), 3).error_code, 49, "INVALID_PRODUCER_ID_MAPPING");
+    assert_eq!(raw::call(&mut sock, &end, 3).error_code, 0);
+    assert_eq!(raw::call(&mut sock, &end, 3).error_code, 0, "a retried commit succeeds");
+    assert_eq!(raw::call(&mut sock, &end.clone().with_committed(false), 3).error_code, 48, "aborting a committed transaction: INVALID_TXN_STATE");
+    // The commit marker is on partition 0.
+    assert_eq!(watermarks(&addr, &topic, 0).1, 1);
+}
