@@ -1,11 +1,13 @@
 //! Command line: `corestream serve` and the client commands (`topic`,
-//! `produce`, `consume`, `group`) that work against any Kafka-compatible broker.
+//! `produce`, `consume`, `group`, `txn`) that work against any Kafka-compatible broker.
 
 pub mod bench;
 pub mod client;
 pub mod group;
+pub mod raw;
 pub mod serve;
 pub mod tune;
+pub mod txn;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +32,9 @@ pub enum Command {
     /// List, describe and delete consumer groups; reset their committed offsets.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// List and describe transactions; show a topic's active producers.
+    #[command(subcommand)]
+    Txn(txn::TxnCommand),
     /// Load generator: `bench run` one workload, `bench compare` brokers side by side.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -46,6 +51,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Produce(args) => client::produce(args),
         Command::Consume(args) => client::consume(args),
         Command::Group(cmd) => group::run(cmd),
+        Command::Txn(cmd) => txn::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Tune(args) => tune::run(args),
     };
