@@ -72,6 +72,10 @@ pub struct LogConfig {
     pub flush_ms: i64,
     pub flush_messages: i64,
     pub index_interval_bytes: u64,
+    /// `cleanup.policy` includes `delete`: retention applies.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` includes `compact`: records must have keys.
+    pub cleanup_compact: bool,
 }
 
 impl LogConfig {
@@ -104,6 +108,8 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
     TopicKey { name: "flush.ms", broker_synonym: "log.flush.interval.ms", sensitive: false, config_type: CT_LONG },
     TopicKey { name: "index.interval.bytes", broker_synonym: "log.index.interval.bytes", sensitive: false, config_type: CT_INT },
     TopicKey { name: "max.message.bytes", broker_synonym: "message.max.bytes", sensitive: false, config_type: CT_INT },
+    // Deprecated in Kafka 3.x and ignored there for message format v2; accepted for compatibility.
+    TopicKey { name: "message.format.version", broker_synonym: "log.message.format.version", sensitive: false, config_type: CT_STRING },
     TopicKey { name: "message.timestamp.type", broker_synonym: "log.message.timestamp.type", sensitive: false, config_type: CT_STRING },
     TopicKey { name: "min.insync.replicas", broker_synonym: "min.insync.replicas", sensitive: false, config_type: CT_INT },
     TopicKey { name: "retention.bytes", broker_synonym: "log.retention.bytes", sensitive: false, config_type: CT_LONG },
@@ -127,13 +133,14 @@ impl TopicOverrides {
             return Err(ConfigError::UnknownKey(key.to_string()));
         };
         match k.name {
-            "cleanup.policy" => match value.trim() {
-                "delete" => Ok(()),
-                "compact" | "compact,delete" | "delete,compact" => {
-                    Err(invalid(key, value, "compaction is not supported yet"))
+            "cleanup.policy" => {
+                let items: Vec<&str> = value.split(',').map(str::trim).collect();
+                if items.is_empty() || items.iter().any(|i| *i != "delete" && *i != "compact") {
+                    Err(invalid(key, value, "expected delete, compact or both"))
+                } else {
+                    Ok(())
                 }
-                _ => Err(invalid(key, value, "expected delete")),
-            },
+            }
             "compression.type" => match value.trim() {
                 "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(()),
                 _ => Err(invalid(key, value, "unknown compression type")),
@@ -425,6 +432,8 @@ impl BrokerConfig {
             flush_messages: num("flush.messages", self.log_flush_interval_messages),
             index_interval_bytes: num("index.interval.bytes", self.log_index_interval_bytes as i64).max(0)
                 as u64,
+            cleanup_delete: o.get("cleanup.policy").is_none_or(|p| p.split(',').any(|i| i.trim() == "delete")),
+            cleanup_compact: o.get("cleanup.policy").is_some_and(|p| p.split(',').any(|i| i.trim() == "compact")),
         }
     }
 
@@ -437,6 +446,7 @@ impl BrokerConfig {
             "flush.ms" => self.log_flush_interval_ms.to_string(),
             "index.interval.bytes" => self.log_index_interval_bytes.to_string(),
             "max.message.bytes" => self.message_max_bytes.to_string(),
+            "message.format.version" => "3.0-IV1".to_string(),
             "message.timestamp.type" => match self.log_message_timestamp_type {
                 TimestampType::CreateTime => "CreateTime".to_string(),
                 TimestampType::LogAppendTime => "LogAppendTime".to_string(),
@@ -539,6 +549,7 @@ mod tests {
         assert_eq!(l.segment_bytes, c.log_segment_bytes);
         assert!(TopicOverrides::validate("retention.ms", "x").is_err());
         assert!(TopicOverrides::validate("bogus", "1").is_err());
-        assert!(TopicOverrides::validate("cleanup.policy", "compact").is_err());
+        assert!(TopicOverrides::validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(TopicOverrides::validate("cleanup.policy", "shred").is_err());
     }
 }

@@ -20,7 +20,21 @@ use crate::storage::log::AppendInfo;
 /// Where one partition of the request stands: failed already, or sent to a shard.
 enum Slot {
     Failed(i16, Option<String>),
+    /// INVALID_RECORD with the failing records' indexes in the batch (Produce v8+ record errors).
+    BadRecords(String, Vec<i32>),
     Sent { owner: usize, index: usize },
+}
+
+/// For a compacted topic: the indexes of the records without a key in the uncompressed
+/// batches (compressed ones are not opened here).
+fn keyless_records(records: &bytes::Bytes, spans: &[batch::BatchSpan]) -> Vec<i32> {
+    let mut out = Vec::new();
+    for s in spans.iter().filter(|s| s.header.compression() == 0) {
+        if let Ok((_, recs)) = batch::key_values(&records.slice(s.start..s.end)) {
+            out.extend(recs.iter().enumerate().filter(|(_, r)| r.key.is_none()).map(|(i, _)| i as i32));
+        }
+    }
+    out
 }
 
 /// Where a partition's validated batches lie in the request body.
@@ -84,10 +98,14 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
                 match topic.and_then(|tm| usize::try_from(pd.index).ok().and_then(|i| tm.partitions.get(i)).map(|pm| (tm, pm))) {
                     None => Slot::Failed(ec::UNKNOWN_TOPIC_OR_PARTITION, None),
                     Some((tm, pm)) => {
-                        let max = shard.config.log_config(&tm.configs).max_message_bytes;
+                        let cfg = shard.config.log_config(&tm.configs);
                         let records = pd.records.unwrap_or_default();
-                        match batch::split_and_validate(&records, max) {
+                        match batch::split_and_validate(&records, cfg.max_message_bytes) {
                             Err(e) => Slot::Failed(e.kafka_code(), Some(e.to_string())),
+                            Ok(spans) if cfg.cleanup_compact && !keyless_records(&records, &spans).is_empty() => Slot::BadRecords(
+                                format!("Compacted topic cannot accept message without key in topic partition {}-{}.", tm.name, pd.index),
+                                keyless_records(&records, &spans),
+                            ),
                             Ok(spans) => {
                                 let at = records.as_ptr() as usize - body_start;
                                 pending.push(Pending {
@@ -154,6 +172,20 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
                             Slot::Failed(code, msg) => {
                                 r.with_error_code(code).with_error_message(msg.filter(|_| version >= 8).map(StrBytes::from_string))
                             }
+                            Slot::BadRecords(msg, indexes) if version >= 8 => r
+                                .with_error_code(ec::INVALID_RECORD)
+                                .with_error_message(Some(StrBytes::from_string(msg)))
+                                .with_record_errors(
+                                    indexes
+                                        .into_iter()
+                                        .map(|i| {
+                                            kafka_protocol::messages::produce_response::BatchIndexAndErrorMessage::default()
+                                                .with_batch_index(i)
+                                                .with_batch_index_error_message(None)
+                                        })
+                                        .collect(),
+                                ),
+                            Slot::BadRecords(..) => r.with_error_code(ec::INVALID_RECORD),
                             Slot::Sent { owner, index: i } => {
                                 match results.get(&owner).and_then(|v| v.get(i)) {
                                     Some(Ok(info)) => r

@@ -1091,9 +1091,11 @@ impl PartitionLog {
         // only what is left (as Kafka does): they are dropped without being counted below.
         self.drop_segments(|_, _| false).await?;
         let total: u64 = self.size_bytes();
-        let mut excess: i64 = if cfg.retention_bytes >= 0 { total as i64 - cfg.retention_bytes } else { 0 };
+        // `cleanup.policy=compact` alone keeps everything (compaction itself is not built yet).
+        let mut excess: i64 = if cfg.retention_bytes >= 0 && cfg.cleanup_delete { total as i64 - cfg.retention_bytes } else { 0 };
         self.drop_segments(move |seg, _| {
-            let by_time = cfg.retention_ms >= 0
+            let by_time = cfg.cleanup_delete
+                && cfg.retention_ms >= 0
                 && seg.max_timestamp.max(seg_mtime_fallback(seg)) < now - cfg.retention_ms;
             let by_size = excess >= seg.size as i64;
             if by_time || by_size {
