@@ -561,11 +561,13 @@ fn run_actions(shard: &Rc<Shard>, group: &str, actions: Vec<Action>) {
     for a in actions {
         match a {
             Action::Join(id, r) => {
+                tracing::debug!(group, member = %r.member_id, error = r.error, generation = r.generation, leader = %r.leader, members = r.members.len(), "join answered");
                 if let Some(tx) = me.joins.borrow_mut().remove(&id) {
                     let _ = tx.try_send(r);
                 }
             }
             Action::Sync(id, r) => {
+                tracing::debug!(group, error = r.error, assignment_bytes = r.assignment.len(), "sync answered");
                 if let Some(tx) = me.syncs.borrow_mut().remove(&id) {
                     let _ = tx.try_send(r);
                 }

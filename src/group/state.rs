@@ -422,7 +422,7 @@ impl Group {
         if self.state == GroupState::PreparingRebalance {
             if self.initial_delay_until > now {
                 // Still in the initial delay: more members are arriving, wait a little longer.
-                self.initial_delay_until = (now + cfg.initial_rebalance_delay_ms).min(self.rebalance_deadline);
+                self.initial_delay_until = (now + cfg.initial_rebalance_delay_ms.max(1)).min(self.rebalance_deadline);
             }
             self.maybe_complete_join(now, out);
         } else {
@@ -547,8 +547,11 @@ impl Group {
         }
         let timeout = self.members.values().map(|m| m.rebalance_timeout_ms).max().unwrap_or(0);
         self.rebalance_deadline = now + timeout;
-        self.initial_delay_until = if self.state == GroupState::Empty && cfg.initial_rebalance_delay_ms > 0 {
-            (now + cfg.initial_rebalance_delay_ms).min(self.rebalance_deadline)
+        // The first rebalance of an empty group waits for more members; even with no delay
+        // configured it completes on the next tick rather than at once (as Kafka's
+        // InitialDelayedJoin does), so members starting together land in one generation.
+        self.initial_delay_until = if self.state == GroupState::Empty {
+            (now + cfg.initial_rebalance_delay_ms.max(1)).min(self.rebalance_deadline.max(now + 1))
         } else {
             0
         };
@@ -1006,7 +1009,15 @@ mod tests {
         assert_eq!(j[0].1.error, ec::MEMBER_ID_REQUIRED);
         let id = j[0].1.member_id.clone();
         g.join(req_id, join_req(&id, &["range"]), now, c, ids, out);
+        settle(g, now, c, out);
         id
+    }
+
+    /// Lets the first rebalance of an empty group complete (it waits at least one tick).
+    fn settle(g: &mut Group, now: i64, c: &GroupConfig, out: &mut Vec<Action>) {
+        if g.state == GroupState::PreparingRebalance && g.initial_delay_until > now && c.initial_rebalance_delay_ms == 0 {
+            g.tick(now + 1, c, out);
+        }
     }
 
     #[test]
@@ -1071,6 +1082,26 @@ mod tests {
         assert_eq!(g.heartbeat(&b, None, 2, 16), ec::NONE);
         assert_eq!(g.heartbeat(&b, None, 1, 16), ec::ILLEGAL_GENERATION);
         assert_eq!(g.heartbeat("nobody", None, 2, 16), ec::UNKNOWN_MEMBER_ID);
+    }
+
+    #[test]
+    fn members_starting_together_share_the_first_generation_even_without_delay() {
+        let c = cfg(0);
+        let mut ids = Seq(0);
+        let mut g = Group::new("g", 0);
+        let mut out = Vec::new();
+        let mut first = Vec::new();
+        g.join(1, join_req("", &["range"]), 0, &c, &mut ids, &mut first);
+        g.join(2, join_req("", &["range"]), 0, &c, &mut ids, &mut first);
+        let a = joins(&first)[0].1.member_id.clone();
+        let b = joins(&first)[1].1.member_id.clone();
+        g.join(3, join_req(&a, &["range"]), 0, &c, &mut ids, &mut out);
+        assert!(joins(&out).is_empty(), "the first join of an empty group waits a tick");
+        g.join(4, join_req(&b, &["range"]), 0, &c, &mut ids, &mut out);
+        g.tick(1, &c, &mut out);
+        let j = joins(&out);
+        assert_eq!(j.len(), 2);
+        assert!(j.iter().all(|(_, r)| r.generation == 1), "{j:?}");
     }
 
     #[test]
@@ -1176,6 +1207,7 @@ mod tests {
         let mut r = join_req("", &["range"]);
         r.instance_id = Some("i1".into());
         g.join(1, r.clone(), 0, &c, &mut ids, &mut out);
+        settle(&mut g, 0, &c, &mut out);
         let a = joins(&out)[0].1.member_id.clone();
         let mut r2 = join_req("", &["range"]);
         r2.instance_id = Some("i2".into());
@@ -1226,6 +1258,7 @@ mod tests {
         let mut r = join_req("", &["cooperative-sticky", "range"]);
         r.require_known_member_id = false;
         g.join(1, r.clone(), 0, &c, &mut ids, &mut out);
+        settle(&mut g, 0, &c, &mut out);
         let a = joins(&out)[0].1.member_id.clone();
         out.clear();
         let mut r2 = join_req("", &["range", "roundrobin"]);
