@@ -92,16 +92,33 @@ pub async fn delete_topics(shard: &Rc<Shard>, req: Request) -> Result<Option<sup
 
 pub async fn create_partitions(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out>, HandlerError> {
     let c: CreatePartitionsRequest = decode(&req, ApiKey::CreatePartitions)?;
-    let topics = c.topics.iter().map(|t| (t.name.0.to_string(), t.count)).collect();
+    // Manual assignments may only name this broker, one replica per new partition (as Kafka
+    // checks them against the live brokers and the replication factor).
+    let node = shard.config.node_id;
+    let bad_assignment = |t: &kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic| {
+        t.assignments.as_ref().is_some_and(|a| a.iter().any(|x| x.broker_ids.len() != 1 || x.broker_ids[0].0 != node))
+    };
+    let rejected: Vec<CreatePartitionsTopicResult> = c
+        .topics
+        .iter()
+        .filter(|t| bad_assignment(t))
+        .map(|t| {
+            CreatePartitionsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(39)
+                .with_error_message(msg(Some(format!("Replica assignment for topic {} must name only broker {node}, once per partition.", t.name.as_str()))))
+        })
+        .collect();
+    let topics = c.topics.iter().filter(|t| !bad_assignment(t)).map(|t| (t.name.0.to_string(), t.count)).collect();
     let results = shard.admin(AdminOp::CreatePartitions { topics, validate_only: c.validate_only }).await;
-    let out = results
+    let out = rejected
         .into_iter()
-        .map(|r| {
+        .chain(results.into_iter().map(|r| {
             CreatePartitionsTopicResult::default()
                 .with_name(TopicName(str_bytes(&r.name)))
                 .with_error_code(r.error)
                 .with_error_message(msg(r.message))
-        })
+        }))
         .collect();
     respond(&req, ApiKey::CreatePartitions, &CreatePartitionsResponse::default().with_results(out))
 }

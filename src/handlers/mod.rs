@@ -15,6 +15,7 @@ pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod replicas;
 pub mod txn;
 
 use std::future::Future;
@@ -113,6 +114,10 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
         ApiKey::IncrementalAlterConfigs => Box::pin(async move { configs::incremental_alter(&shard, req).await }),
         ApiKey::DescribeCluster => Box::pin(async move { admin::describe_cluster(&shard, req).await }),
         ApiKey::DescribeLogDirs => Box::pin(async move { admin::describe_log_dirs(&shard, req).await }),
+        ApiKey::ElectLeaders => Box::pin(async move { replicas::elect_leaders(&shard, req).await }),
+        ApiKey::AlterReplicaLogDirs => Box::pin(async move { replicas::alter_replica_log_dirs(&shard, req).await }),
+        ApiKey::AlterPartitionReassignments => Box::pin(async move { replicas::alter_partition_reassignments(&shard, req).await }),
+        ApiKey::ListPartitionReassignments => Box::pin(async move { replicas::list_partition_reassignments(&shard, req).await }),
         ApiKey::FindCoordinator => Box::pin(async move { groups::find_coordinator(&shard, req).await }),
         ApiKey::JoinGroup => Box::pin(async move { groups::join_group(&shard, req).await }),
         ApiKey::SyncGroup => Box::pin(async move { groups::sync_group(&shard, req).await }),
