@@ -366,8 +366,9 @@ impl ConsumerGroup {
 
     /// Validates an offset commit or fetch by a member (KIP-848 epochs).
     pub fn check_member_epoch(&self, member_id: &str, epoch: i32) -> Result<(), i16> {
-        if member_id.is_empty() && epoch < 0 {
-            return if self.members.is_empty() { Ok(()) } else { Err(ec::UNKNOWN_MEMBER_ID) };
+        if epoch < 0 && self.members.is_empty() {
+            // Not a member (assign() rather than subscribe()): the group only stores offsets.
+            return Ok(());
         }
         let m = self.members.get(member_id).ok_or(ec::UNKNOWN_MEMBER_ID)?;
         if epoch != m.epoch {
@@ -551,6 +552,7 @@ mod tests {
         assert_eq!(g.state_name(), "Stable");
         assert_eq!(g.check_member_epoch("m1", e1), Ok(()));
         assert_eq!(g.check_member_epoch("m1", e1 - 1), Err(ec::STALE_MEMBER_EPOCH));
+        assert_eq!(g.check_member_epoch("not-joined", -1), Err(ec::UNKNOWN_MEMBER_ID), "a group with members checks them");
         // m2 leaves; m1 takes everything back.
         let r = g.heartbeat(HeartbeatIn { member_id: "m2".into(), member_epoch: -1, ..Default::default() }, 5, &cfg, &t, &mut gen);
         assert_eq!(r.member_epoch, -1);

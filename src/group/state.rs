@@ -891,8 +891,9 @@ impl Group {
         if self.state == GroupState::Dead {
             return Err(ec::COORDINATOR_NOT_AVAILABLE);
         }
-        if generation < 0 && member_id.is_empty() && self.members.is_empty() {
-            // A consumer managing its own partitions, using the group only for offsets.
+        if generation < 0 && self.members.is_empty() {
+            // A consumer managing its own partitions, using the group only for offsets (as in
+            // Kafka, its member id does not matter: KIP-848 clients send their own even then).
             return Ok(());
         }
         if self.state == GroupState::CompletingRebalance && self.members.contains_key(member_id) {
@@ -1285,6 +1286,7 @@ mod tests {
         let mut ids = Seq(0);
         let mut g = Group::new("g", 0);
         assert_eq!(g.check_commit("", None, -1, 0), Ok(()));
+        assert_eq!(g.check_commit("own-id-of-a-kip848-client", None, -1, 0), Ok(()), "an empty group only stores offsets");
         let mut out = Vec::new();
         let a = join_new(&mut g, 1, 0, &c, &mut ids, &mut out);
         assert_eq!(g.check_commit(&a, None, 1, 1), Err(ec::REBALANCE_IN_PROGRESS));
