@@ -7,6 +7,7 @@
 #   CORESTREAM_PYTHON   python with kafka-python (default: a venv made under target/py-venv)
 #   CORESTREAM_KCAT     kcat binary (default: kcat on PATH)
 #   CARGO_TEST_ARGS     extra arguments for `cargo test` (e.g. "--release")
+#   CORESTREAM_COMPAT   0: skip the compatibility suites (tests/compat/run.sh)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -26,6 +27,10 @@ have_cmd cc || need_pkgs+=(gcc)
 have_cmd c++ || need_pkgs+=(g++)
 have_cmd pkg-config || need_pkgs+=(pkg-config)
 [ -e /usr/include/zlib.h ] || need_pkgs+=(zlib1g-dev)
+# libzstd-dev, rapidjson-dev (headers): the librdkafka test-runner that
+# tests/compat/librdkafka.sh builds (zstd codec in 0017; statistics checks in 0053, 0110).
+[ -e /usr/include/zstd.h ] || need_pkgs+=(libzstd-dev)
+[ -e /usr/include/rapidjson/schema.h ] || need_pkgs+=(rapidjson-dev)
 have_cmd python3 || need_pkgs+=(python3)
 if ! /usr/bin/env python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     need_pkgs+=(python3-venv python3-pip)
@@ -82,3 +87,11 @@ log "cargo test"
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-2}
 # shellcheck disable=SC2086
 cargo test --all-targets --no-fail-fast ${CARGO_TEST_ARGS:-}
+
+# ---------------------------------------------------------------- compatibility
+# Other clients' own test suites (librdkafka, kafka-python, rskafka), scored against
+# tests/compat/*.allow; CORESTREAM_COMPAT=0 skips them (e.g. for a quick local run).
+if [ "${CORESTREAM_COMPAT:-1}" != "0" ]; then
+    log "compatibility suites (tests/compat/run.sh)"
+    tests/compat/run.sh
+fi
