@@ -367,7 +367,7 @@ fn log_level_from_number(v: &str) -> Result<RDKafkaLogLevel> {
 /// remembers the last global error (for better error messages) and counts
 /// delivery reports.
 #[derive(Default)]
-struct CliContext {
+pub(crate) struct CliContext {
     /// Print librdkafka's log lines to stderr (the user asked for them with
     /// `-X debug=...` or `-X log_level=N`); otherwise they go to `tracing`
     /// at debug level.
@@ -379,7 +379,7 @@ struct CliContext {
 }
 
 impl CliContext {
-    fn last_error(&self) -> Option<String> {
+    pub(crate) fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|g| g.clone())
     }
 }
@@ -431,12 +431,12 @@ impl ProducerContext for CliContext {
     }
 }
 
-type MetaClient = BaseProducer<CliContext>;
+pub(crate) type MetaClient = BaseProducer<CliContext>;
 
 impl Connection {
     /// Builds a librdkafka configuration: our defaults, then `overrides`
     /// (command-specific settings), then the user's `-X` properties.
-    fn client_config(&self, overrides: &[(&str, &str)]) -> Result<ClientConfig> {
+    pub(crate) fn client_config(&self, overrides: &[(&str, &str)]) -> Result<ClientConfig> {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &self.bootstrap);
         cfg.set("client.id", "corestream-cli");
@@ -458,7 +458,7 @@ impl Connection {
     }
 
     /// A fresh client context for one librdkafka handle.
-    fn context(&self) -> CliContext {
+    pub(crate) fn context(&self) -> CliContext {
         let verbose = self.props.iter().any(|p| {
             parse_key_value(p)
                 .map(|(k, v)| (k == "debug" && !v.trim().is_empty()) || k == "log_level")
@@ -474,13 +474,13 @@ impl Connection {
     /// (A producer, rather than a consumer, because it reports global errors
     /// with their reason text; auto-creation of topics is disabled so that
     /// describing a topic never creates it.)
-    fn meta_client(&self) -> Result<MetaClient> {
+    pub(crate) fn meta_client(&self) -> Result<MetaClient> {
         let cfg = self.client_config(&[("allow.auto.create.topics", "false")])?;
         cfg.create_with_context(self.context())
             .map_err(|e| anyhow!("cannot create Kafka client: {e}"))
     }
 
-    fn admin_client(&self) -> Result<AdminClient<CliContext>> {
+    pub(crate) fn admin_client(&self) -> Result<AdminClient<CliContext>> {
         let cfg = self.client_config(&[])?;
         cfg.create_with_context(self.context())
             .map_err(|e| anyhow!("cannot create Kafka admin client: {e}"))

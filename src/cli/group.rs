@@ -36,24 +36,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::io::{self, Write};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use bytes::Bytes;
 use kafka_protocol::messages::ConsumerProtocolAssignment;
 use kafka_protocol::protocol::Decodable;
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::admin::AdminOptions;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::groups::GroupInfo;
 use rdkafka::metadata::Metadata;
-use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
-use super::client::{parse_key_value, parse_kv_list, Connection};
+use super::client::{CliContext, Connection, MetaClient};
 
 /// How long to wait for cluster metadata and watermarks.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -234,120 +233,21 @@ fn opt(v: Option<i64>) -> String {
 // librdkafka plumbing
 // ---------------------------------------------------------------------------
 
-/// Client context: keeps librdkafka quiet unless asked (`-X debug=...` or
-/// `-X log_level=N`) and remembers the last global error for messages.
-#[derive(Default)]
-struct GroupCliContext {
-    verbose: bool,
-    last_error: Mutex<Option<String>>,
-}
-
-impl GroupCliContext {
-    fn last_error(&self) -> Option<String> {
-        self.last_error.lock().ok().and_then(|g| g.clone())
-    }
-}
-
-impl ClientContext for GroupCliContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        if self.verbose {
-            eprintln!("librdkafka {level:?} {fac}: {log_message}");
-        } else {
-            tracing::debug!(target: "librdkafka", ?level, "{fac} {log_message}");
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        tracing::debug!(target: "librdkafka", "error: {error}: {reason}");
-        if let Ok(mut g) = self.last_error.lock() {
-            *g = Some(if reason.is_empty() {
-                error.to_string()
-            } else {
-                reason.to_string()
-            });
-        }
-    }
-}
-
-impl ConsumerContext for GroupCliContext {}
-
-impl ProducerContext for GroupCliContext {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
-}
-
-/// Metadata, watermark and group-listing client.
-type MetaClient = BaseProducer<GroupCliContext>;
 /// A consumer handle carrying the group's id; it never subscribes.
-type GroupConsumer = BaseConsumer<GroupCliContext>;
-
-fn log_level_from_number(v: &str) -> Result<RDKafkaLogLevel> {
-    Ok(match v.trim().parse::<i32>() {
-        Ok(0) => RDKafkaLogLevel::Emerg,
-        Ok(1) => RDKafkaLogLevel::Alert,
-        Ok(2) => RDKafkaLogLevel::Critical,
-        Ok(3) => RDKafkaLogLevel::Error,
-        Ok(4) => RDKafkaLogLevel::Warning,
-        Ok(5) => RDKafkaLogLevel::Notice,
-        Ok(6) => RDKafkaLogLevel::Info,
-        Ok(7) => RDKafkaLogLevel::Debug,
-        _ => bail!("invalid log_level `{v}`: expected a number from 0 to 7"),
-    })
-}
-
-/// Our defaults, then `overrides`, then the user's `-X` properties (the same
-/// layering as the other client commands).
-fn client_config(conn: &Connection, overrides: &[(&str, &str)]) -> Result<ClientConfig> {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", &conn.bootstrap);
-    cfg.set("client.id", "corestream-cli");
-    for (k, v) in overrides {
-        cfg.set(*k, *v);
-    }
-    let mut level = RDKafkaLogLevel::Critical;
-    for (k, v) in parse_kv_list(&conn.props)? {
-        if k == "debug" && !v.trim().is_empty() {
-            level = RDKafkaLogLevel::Debug;
-        }
-        if k == "log_level" {
-            level = log_level_from_number(&v)?;
-        }
-        cfg.set(k, v);
-    }
-    cfg.set_log_level(level);
-    Ok(cfg)
-}
-
-fn context(conn: &Connection) -> GroupCliContext {
-    let verbose = conn.props.iter().any(|p| {
-        parse_key_value(p)
-            .map(|(k, v)| (k == "debug" && !v.trim().is_empty()) || k == "log_level")
-            .unwrap_or(false)
-    });
-    GroupCliContext {
-        verbose,
-        ..GroupCliContext::default()
-    }
-}
+type GroupConsumer = BaseConsumer<CliContext>;
 
 fn meta_client(conn: &Connection) -> Result<MetaClient> {
-    client_config(conn, &[("allow.auto.create.topics", "false")])?
-        .create_with_context(context(conn))
-        .map_err(|e| anyhow!("cannot create Kafka client: {e}"))
+    conn.meta_client()
 }
 
 fn group_consumer(conn: &Connection, group: &str) -> Result<GroupConsumer> {
-    client_config(
-        conn,
-        &[
-            ("group.id", group),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("allow.auto.create.topics", "false"),
-        ],
-    )?
-    .create_with_context(context(conn))
+    conn.client_config(&[
+        ("group.id", group),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("allow.auto.create.topics", "false"),
+    ])?
+    .create_with_context(conn.context())
     .map_err(|e| anyhow!("cannot create Kafka consumer for group {group}: {e}"))
 }
 
@@ -687,9 +587,7 @@ fn group_describe(conn: &Connection, group: &str) -> Result<()> {
 fn group_delete(conn: &Connection, groups: &[String]) -> Result<()> {
     let meta = meta_client(conn)?;
     fetch_metadata(&meta, conn, None)?;
-    let admin: AdminClient<GroupCliContext> = client_config(conn, &[])?
-        .create_with_context(context(conn))
-        .map_err(|e| anyhow!("cannot create Kafka admin client: {e}"))?;
+    let admin = conn.admin_client()?;
     let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
     let results = futures_lite::future::block_on(admin.delete_groups(&refs, &admin_options())).map_err(|e| match e {
         KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut) => anyhow!(
