@@ -629,6 +629,47 @@ async fn append_and_wait(shard: &Rc<Shard>, p: i32, recs: Vec<(Bytes, Option<Byt
     internal::wait_durable(shard, OFFSETS_TOPIC, p, end).await
 }
 
+/// Per partition of a commit: its error code (unknown partition, metadata too long), and
+/// for the accepted ones the record to write and the value to apply.
+struct PreparedCommit {
+    results: Vec<(String, i32, i16)>,
+    records: Vec<(Bytes, Option<Bytes>)>,
+    accepted: Vec<(String, i32, Committed)>,
+}
+
+fn prepare_commit(shard: &Shard, group: &str, parts: Vec<super::CommitPart>, now: i64) -> PreparedCommit {
+    let image = shard.image();
+    let max_metadata = shard.config.group.offset_metadata_max_bytes;
+    let mut out = PreparedCommit { results: Vec::with_capacity(parts.len()), records: Vec::new(), accepted: Vec::new() };
+    for c in parts {
+        let metadata = c.metadata.unwrap_or_default();
+        let known = image.topics.get(&c.topic).is_some_and(|t| c.partition >= 0 && (c.partition as usize) < t.partitions.len());
+        let error = if !known {
+            ec::UNKNOWN_TOPIC_OR_PARTITION
+        } else if metadata.len() > max_metadata {
+            ec::OFFSET_METADATA_TOO_LARGE
+        } else {
+            ec::NONE
+        };
+        if error == ec::NONE {
+            let v = OffsetValue { offset: c.offset, leader_epoch: c.leader_epoch, metadata, commit_timestamp: now };
+            out.records.push((
+                records::encode_key(&Key::Offset { group: group.to_string(), topic: c.topic.clone(), partition: c.partition }),
+                Some(records::encode_offset(&v)),
+            ));
+            let value = Committed { offset: v.offset, leader_epoch: v.leader_epoch, metadata: v.metadata, commit_timestamp: now };
+            out.accepted.push((c.topic.clone(), c.partition, value));
+        }
+        out.results.push((c.topic, c.partition, error));
+    }
+    out
+}
+
+/// The per-partition results with every accepted partition failed with `e` instead.
+fn failed_with(results: Vec<(String, i32, i16)>, e: i16) -> Vec<(String, i32, i16)> {
+    results.into_iter().map(|(t, p, err)| (t, p, if err == ec::NONE { e } else { err })).collect()
+}
+
 async fn commit(
     shard: &Rc<Shard>,
     group: &str,
@@ -643,12 +684,7 @@ async fn commit(
         Ok(p) => p,
         Err(e) => return all(parts, e),
     };
-    let cfg = &shard.config.group;
-    let image = shard.image();
     let me = &shard.groups;
-    let mut results = Vec::with_capacity(parts.len());
-    let mut recs = Vec::new();
-    let mut accepted = Vec::new();
     {
         let mut groups = me.groups.borrow_mut();
         let g = groups.entry(group.to_string()).or_insert_with(|| Group::new(group, now));
@@ -662,40 +698,14 @@ async fn commit(
             me.forget_if_unused(group);
             return all(parts, e);
         }
-        for c in parts {
-            let metadata = c.metadata.unwrap_or_default();
-            let known = image.topics.get(&c.topic).is_some_and(|t| c.partition >= 0 && (c.partition as usize) < t.partitions.len());
-            let error = if !known {
-                ec::UNKNOWN_TOPIC_OR_PARTITION
-            } else if metadata.len() > cfg.offset_metadata_max_bytes {
-                ec::OFFSET_METADATA_TOO_LARGE
-            } else {
-                ec::NONE
-            };
-            if error == ec::NONE {
-                let value = Committed { offset: c.offset, leader_epoch: c.leader_epoch, metadata: metadata.clone(), commit_timestamp: now };
-                recs.push((
-                    records::encode_key(&Key::Offset { group: group.to_string(), topic: c.topic.clone(), partition: c.partition }),
-                    Some(records::encode_offset(&OffsetValue {
-                        offset: c.offset,
-                        leader_epoch: c.leader_epoch,
-                        metadata,
-                        commit_timestamp: now,
-                    })),
-                ));
-                accepted.push((c.topic.clone(), c.partition, value));
-            }
-            results.push((c.topic, c.partition, error));
-        }
     }
+    let PreparedCommit { results, records: recs, accepted } = prepare_commit(shard, group, parts, now);
     if recs.is_empty() {
         return results;
     }
     let end = match append(shard, p, recs) {
         Ok(end) => end,
-        Err(e) => {
-            return results.into_iter().map(|(t, p, err)| (t, p, if err == ec::NONE { e } else { err })).collect();
-        }
+        Err(e) => return failed_with(results, e),
     };
     // Applied now, in log order; answered once durable.
     if let Some(g) = me.groups.borrow_mut().get_mut(group) {
@@ -703,13 +713,9 @@ async fn commit(
             g.commit(&t, part, v);
         }
     }
-    let durable = match shard.log(OFFSETS_TOPIC, p) {
-        Some(log) => log.wait_durable(end).await.map_err(|e| crate::shard::log_error_code(&e)),
-        None => Err(ec::NOT_COORDINATOR),
-    };
-    match durable {
+    match internal::wait_durable(shard, OFFSETS_TOPIC, p, end).await {
         Ok(()) => results,
-        Err(e) => results.into_iter().map(|(t, p, err)| (t, p, if err == ec::NONE { e } else { err })).collect(),
+        Err(e) => failed_with(results, e),
     }
 }
 
@@ -746,44 +752,19 @@ async fn txn_commit(
             return all(parts, e);
         }
     }
-    let image = shard.image();
-    let mut results = Vec::with_capacity(parts.len());
-    let mut recs = Vec::new();
-    let mut pending = Vec::new();
-    for c in parts {
-        let metadata = c.metadata.unwrap_or_default();
-        let known = image.topics.get(&c.topic).is_some_and(|t| c.partition >= 0 && (c.partition as usize) < t.partitions.len());
-        let error = if !known {
-            ec::UNKNOWN_TOPIC_OR_PARTITION
-        } else if metadata.len() > shard.config.group.offset_metadata_max_bytes {
-            ec::OFFSET_METADATA_TOO_LARGE
-        } else {
-            ec::NONE
-        };
-        if error == ec::NONE {
-            let v = OffsetValue { offset: c.offset, leader_epoch: c.leader_epoch, metadata: metadata.clone(), commit_timestamp: now };
-            recs.push((
-                records::encode_key(&Key::Offset { group: group.to_string(), topic: c.topic.clone(), partition: c.partition }),
-                Some(records::encode_offset(&v)),
-            ));
-            pending.push((group.to_string(), c.topic.clone(), c.partition, Committed { offset: c.offset, leader_epoch: c.leader_epoch, metadata, commit_timestamp: now }));
-        }
-        results.push((c.topic, c.partition, error));
-    }
+    let PreparedCommit { results, records: recs, accepted } = prepare_commit(shard, group, parts, now);
     if recs.is_empty() {
         return results;
     }
-    let fail = |results: Vec<(String, i32, i16)>, e: i16| -> Vec<(String, i32, i16)> {
-        results.into_iter().map(|(t, p, err)| (t, p, if err == ec::NONE { e } else { err })).collect()
-    };
     let end = match append_txn(shard, p, &recs, Some((producer_id, epoch))) {
         Ok(end) => end,
-        Err(e) => return fail(results, e),
+        Err(e) => return failed_with(results, e),
     };
+    let pending = accepted.into_iter().map(|(t, part, v)| (group.to_string(), t, part, v));
     me.txn_offsets.borrow_mut().entry(producer_id).or_default().extend(pending);
     match internal::wait_durable(shard, OFFSETS_TOPIC, p, end).await {
         Ok(()) => results,
-        Err(e) => fail(results, e),
+        Err(e) => failed_with(results, e),
     }
 }
 
