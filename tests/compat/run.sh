@@ -27,7 +27,7 @@ for s in "${suites[@]}"; do
     "tests/compat/$s.sh"
     rc=$?
     took=$(( $(date +%s) - started ))
-    total=$(grep -E '^# total' "target/compat/$s-results.txt" 2>/dev/null | tail -n 2 | tr '\n' ' ')
+    total=$(grep -E '^# total' "target/compat/$s-results.txt" 2>/dev/null | tail -n 3 | tr '\n' ' ')
     summary+=("$s: exit $rc in ${took}s ${total}")
     if [ "$rc" -gt "$status" ]; then status=$rc; fi
 done
