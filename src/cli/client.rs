@@ -490,7 +490,7 @@ impl Connection {
 /// Formats a librdkafka failure, appending the last global error reported by
 /// the client (e.g. "Connect to ipv4#127.0.0.1:9092 failed: Connection
 /// refused") after draining the client's event queue.
-fn client_err(meta: &MetaClient, what: impl Display, e: impl Display) -> anyhow::Error {
+pub(crate) fn client_err(meta: &MetaClient, what: impl Display, e: impl Display) -> anyhow::Error {
     meta.poll(Duration::ZERO);
     match meta.context().last_error() {
         Some(reason) => anyhow!("{what}: {e} (last broker error: {reason})"),
@@ -498,7 +498,7 @@ fn client_err(meta: &MetaClient, what: impl Display, e: impl Display) -> anyhow:
     }
 }
 
-fn fetch_metadata(meta: &MetaClient, conn: &Connection, topic: Option<&str>) -> Result<Metadata> {
+pub(crate) fn fetch_metadata(meta: &MetaClient, conn: &Connection, topic: Option<&str>) -> Result<Metadata> {
     meta.client()
         .fetch_metadata(topic, METADATA_TIMEOUT)
         .map_err(|e| {
@@ -511,7 +511,7 @@ fn fetch_metadata(meta: &MetaClient, conn: &Connection, topic: Option<&str>) -> 
 }
 
 /// Partition ids of `topic`, sorted; fails clearly if the topic is missing.
-fn topic_partitions(meta: &MetaClient, conn: &Connection, topic: &str) -> Result<Vec<i32>> {
+pub(crate) fn topic_partitions(meta: &MetaClient, conn: &Connection, topic: &str) -> Result<Vec<i32>> {
     let md = fetch_metadata(meta, conn, Some(topic))?;
     let t = md
         .topics()
@@ -544,7 +544,7 @@ fn admin_err(what: impl Display, api: &str, e: KafkaError) -> anyhow::Error {
     }
 }
 
-fn admin_options() -> AdminOptions {
+pub(crate) fn admin_options() -> AdminOptions {
     AdminOptions::new()
         .request_timeout(Some(ADMIN_TIMEOUT))
         .operation_timeout(Some(ADMIN_TIMEOUT))

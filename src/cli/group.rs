@@ -43,16 +43,14 @@ use anyhow::{anyhow, bail, Result};
 use bytes::Bytes;
 use kafka_protocol::messages::ConsumerProtocolAssignment;
 use kafka_protocol::protocol::Decodable;
-use rdkafka::admin::AdminOptions;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::groups::GroupInfo;
-use rdkafka::metadata::Metadata;
 use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::client::{CliContext, Connection, MetaClient};
+use super::client::{admin_options, client_err, fetch_metadata, topic_partitions, CliContext, Connection, MetaClient};
 
 /// How long to wait for cluster metadata and watermarks.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -266,17 +264,6 @@ fn close_bounded(consumer: Arc<GroupConsumer>) {
     }
 }
 
-/// Formats a librdkafka failure, appending the last global error reported by
-/// the client (e.g. "Connect to ipv4#127.0.0.1:9092 failed: Connection
-/// refused").
-fn client_err(meta: &MetaClient, what: impl Display, e: impl Display) -> anyhow::Error {
-    meta.poll(Duration::ZERO);
-    match meta.context().last_error() {
-        Some(reason) => anyhow!("{what}: {e} (last broker error: {reason})"),
-        None => anyhow!("{what}: {e}"),
-    }
-}
-
 fn consumer_err(c: &GroupConsumer, what: impl Display, e: impl Display) -> anyhow::Error {
     // Serve the consumer's queue so that pending error events reach the context.
     let _ = c.poll(Duration::ZERO);
@@ -288,34 +275,6 @@ fn consumer_err(c: &GroupConsumer, what: impl Display, e: impl Display) -> anyho
 
 fn is_timeout(e: &KafkaError) -> bool {
     e.rdkafka_error_code() == Some(RDKafkaErrorCode::OperationTimedOut)
-}
-
-fn fetch_metadata(meta: &MetaClient, conn: &Connection, topic: Option<&str>) -> Result<Metadata> {
-    meta.client()
-        .fetch_metadata(topic, METADATA_TIMEOUT)
-        .map_err(|e| client_err(meta, format_args!("cannot fetch metadata from {}", conn.bootstrap), e))
-}
-
-/// Partition ids of `topic`, sorted; fails clearly if the topic is missing.
-fn topic_partitions(meta: &MetaClient, conn: &Connection, topic: &str) -> Result<Vec<i32>> {
-    let md = fetch_metadata(meta, conn, Some(topic))?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or_else(|| anyhow!("topic {topic} does not exist"))?;
-    if let Some(err) = t.error() {
-        let code = RDKafkaErrorCode::from(err);
-        if code == RDKafkaErrorCode::UnknownTopicOrPartition {
-            bail!("topic {topic} does not exist");
-        }
-        if t.partitions().is_empty() {
-            bail!("cannot get metadata for topic {topic}: {code}");
-        }
-    }
-    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
-    ids.sort_unstable();
-    Ok(ids)
 }
 
 /// Every partition of every non-internal topic, sorted.
@@ -475,12 +434,6 @@ fn write_lines(lines: &[String]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn admin_options() -> AdminOptions {
-    AdminOptions::new()
-        .request_timeout(Some(ADMIN_TIMEOUT))
-        .operation_timeout(Some(ADMIN_TIMEOUT))
 }
 
 // ---------------------------------------------------------------------------
