@@ -187,18 +187,24 @@ impl TxnCoordinator {
         }
     }
 
+    /// [`Self::check_ready`], and no other operation on this id is in flight.
+    fn check_ready_and_idle(shard: &Shard, txn_id: &str) -> Result<i32, i16> {
+        let p = Self::check_ready(shard, txn_id)?;
+        if shard.txns.busy.borrow().contains(txn_id) {
+            return Err(ec::CONCURRENT_TRANSACTIONS);
+        }
+        Ok(p)
+    }
+
     pub async fn execute(shard: &Rc<Shard>, op: TxnOp) -> TxnReply {
         let now = now_ms();
         match op {
             TxnOp::Init { txn_id, timeout_ms, expected } => TxnReply::Init(init(shard, &txn_id, timeout_ms, expected).await),
             TxnOp::AddPartitions { txn_id, producer_id, epoch, parts } => {
-                let p = match Self::check_ready(shard, &txn_id) {
+                let p = match Self::check_ready_and_idle(shard, &txn_id) {
                     Ok(p) => p,
                     Err(e) => return TxnReply::Code(e),
                 };
-                if shard.txns.busy.borrow().contains(&txn_id) {
-                    return TxnReply::Code(ec::CONCURRENT_TRANSACTIONS);
-                }
                 let r = {
                     let mut txns = shard.txns.txns.borrow_mut();
                     match txns.get_mut(&txn_id) {
@@ -216,13 +222,10 @@ impl TxnCoordinator {
                 })
             }
             TxnOp::End { txn_id, producer_id, epoch, commit } => {
-                let p = match Self::check_ready(shard, &txn_id) {
+                let p = match Self::check_ready_and_idle(shard, &txn_id) {
                     Ok(p) => p,
                     Err(e) => return TxnReply::Code(e),
                 };
-                if shard.txns.busy.borrow().contains(&txn_id) {
-                    return TxnReply::Code(ec::CONCURRENT_TRANSACTIONS);
-                }
                 let r = {
                     let mut txns = shard.txns.txns.borrow_mut();
                     match txns.get_mut(&txn_id) {
