@@ -1,6 +1,6 @@
 //! Produce: validate every batch on the connection's core, send each
-//! partition's batches to its owner, answer when the owners have appended
-//! (acks=1) or synced (acks=all); acks=0 gets no answer.
+//! partition's batches to its owner, answer when the owners have written the
+//! batches to their files (acks=1) or synced them (acks=all); acks=0 gets no answer.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;

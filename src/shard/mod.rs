@@ -385,10 +385,10 @@ impl Shard {
             out.push(match s {
                 Err(e) => Err(e),
                 Ok((log, info)) => {
-                    let waited = if acks == -1 {
-                        log.wait_durable(info.last_offset + 1).await
-                    } else {
-                        Ok(())
+                    let waited = match acks {
+                        -1 => log.wait_durable(info.last_offset + 1).await,
+                        1 => log.wait_written(info.last_offset + 1).await,
+                        _ => Ok(()),
                     };
                     waited.map(|_| info).map_err(|e| log_error_code(&e))
                 }

@@ -3,13 +3,20 @@
 //!
 //! # Offsets
 //! `log_start <= high_watermark <= log_end`, asserted where they move. On a
-//! single node the high watermark equals the log end offset after every
-//! append; they are kept apart for replication.
+//! single node the high watermark is the end of what is written to the segment
+//! files (it trails the log end by the batches still queued in memory), so a
+//! consumer never reads a record that a crash of the process could take back;
+//! replication will make it the end of what the in-sync replicas hold.
+//!
+//! # Acknowledgements
+//! acks=0 waits for nothing; acks=1 waits until the batch is written to its file
+//! (it then survives a SIGKILL, like Kafka's page-cache writes, but not a power
+//! loss); acks=all waits until it is synced.
 //!
 //! # Write path
 //! [`PartitionLog::append`] is synchronous up to the point where the batch has
 //! its offset: it stamps the batch, puts it in the in-memory tail (where
-//! fetches find it at once) and in the pending queue, and rolls to a new
+//! fetches find it once it is written) and in the pending queue, and rolls to a new
 //! segment when the active one is full or old. So appends keep the order in
 //! which they were called, without a lock. The flusher task then writes the
 //! pending bytes with O_DIRECT: each write starts at the aligned start of the
@@ -72,8 +79,11 @@ fn io_err(context: &str, e: impl std::fmt::Display) -> LogError {
 /// How long an append waits before returning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// Return once the batch has its offset and is queued for writing (acks=0/1).
+    /// Return once the batch has its offset and is queued for writing (acks=0).
     Queued,
+    /// Return once the batch is written to its segment file (acks=1): it survives a
+    /// crash of the process, as Kafka's page-cache writes do, though not a power loss.
+    Written,
     /// Return once the batch is on stable storage (acks=all).
     Synced,
 }
@@ -558,6 +568,7 @@ impl PartitionLog {
         let info = self.append_now(&mut batch, leader_epoch)?;
         match durability {
             Durability::Synced => self.wait_durable(info.last_offset + 1).await?,
+            Durability::Written => self.wait_written(info.last_offset + 1).await?,
             Durability::Queued => self.wait_pending_below(PENDING_BYTES_MAX).await?,
         }
         Ok(info)
@@ -633,7 +644,6 @@ impl PartitionLog {
             }
         }
         st.log_end = header.last_offset() + 1;
-        st.high_watermark = st.log_end;
         if header.max_timestamp > st.max_timestamp {
             st.max_timestamp = header.max_timestamp;
             st.offset_of_max_timestamp = header.last_offset();
@@ -660,7 +670,6 @@ impl PartitionLog {
             let me = self.clone();
             glommio::spawn_local(async move { me.flusher().await }).detach();
         }
-        self.data_arrived.notify_all();
         Ok(info)
     }
 
@@ -701,6 +710,23 @@ impl PartitionLog {
             st.log_end
         };
         self.wait_durable(end).await
+    }
+
+    /// Waits until every offset below `end` is written to its segment file.
+    pub async fn wait_written(&self, end: i64) -> Result<(), LogError> {
+        loop {
+            let listener = self.progress.listen();
+            {
+                let st = self.st.borrow();
+                if let Some(e) = &st.failed {
+                    return Err(e.clone());
+                }
+                if st.written_offset >= end {
+                    return Ok(());
+                }
+            }
+            listener.await;
+        }
     }
 
     async fn wait_pending_below(&self, limit: usize) -> Result<(), LogError> {
@@ -795,6 +821,9 @@ impl PartitionLog {
             let mut st = self.st.borrow_mut();
             st.pending_bytes -= total;
             st.written_offset = end_offset;
+            // Readers see a batch once it is in its file: from then on it survives a
+            // crash of this process, so no consumer reads what a SIGKILL could take back.
+            st.high_watermark = end_offset;
             // The in-memory tail may now shed written batches beyond its budget.
             while st.cache_bytes > TAIL_CACHE_BYTES_MAX {
                 match st.cache.front() {
@@ -807,6 +836,7 @@ impl PartitionLog {
             }
         }
         self.progress.notify_all();
+        self.data_arrived.notify_all();
         self.sync_if_wanted(&cfg, true).await
     }
 
@@ -1707,13 +1737,14 @@ mod tests {
             return offset;
         }
         let r = r.unwrap_or_else(|e| panic!("{ctx}: read({offset}, {max_bytes}) failed: {e}"));
-        assert_eq!(
-            (r.log_start_offset, r.high_watermark, r.log_end_offset),
-            (m.log_start, end, end),
-            "{ctx}: offsets reported by read({offset})"
+        assert_eq!((r.log_start_offset, r.log_end_offset), (m.log_start, end), "{ctx}: offsets reported by read({offset})");
+        let hw = r.high_watermark;
+        assert!(
+            written_before <= hw && hw <= end && (hw == end || m.batches.iter().any(|b| b.base == hw)),
+            "{ctx}: read({offset}) reported high watermark {hw}: written before {written_before}, end {end}"
         );
-        if offset == end {
-            assert!(r.records.is_empty(), "{ctx}: read at the log end returned data");
+        if offset >= hw {
+            assert!(r.records.is_empty(), "{ctx}: read at or past the high watermark returned data");
             return offset;
         }
         let got = split_batches(&r.records);
@@ -1928,7 +1959,7 @@ mod tests {
     }
 
     #[test]
-    fn queued_appends_are_readable_at_once_and_durable_after_wait() {
+    fn queued_appends_are_readable_once_written_and_durable_after_wait() {
         run(async {
             let dir = tempfile::tempdir().unwrap();
             let d = dir.path().join("p");
@@ -1936,9 +1967,15 @@ mod tests {
             let mut m = Model::default();
             for i in 0..40u64 {
                 let b = make_batch(i, 1 + (i % 3) as usize, 500 + (i as usize * 397) % 9000, 5);
-                let info = log.append(b.clone(), 0, Durability::Queued).await.unwrap();
+                let mut stamped = b.clone();
+                let info = log.append_now(&mut stamped, 0).unwrap();
                 m.push(&b, &info, 0);
-                // Readable before it is written.
+                // Not visible while only in memory: a SIGKILL now would lose it.
+                assert_eq!(log.high_watermark(), info.base_offset, "queued: high watermark before the write");
+                let r = log.read(info.base_offset, 1 << 20).await.unwrap();
+                assert!(r.records.is_empty(), "queued: a batch not yet written was readable");
+                log.wait_written(info.last_offset + 1).await.unwrap();
+                assert_eq!(log.high_watermark(), info.last_offset + 1, "queued: high watermark after the write");
                 check_read(&log, &m, info.base_offset, 1, "queued").await;
             }
             log.wait_durable(m.end()).await.unwrap();
@@ -2503,12 +2540,15 @@ mod tests {
             }
             let segs = segment_sizes(&log);
             assert!(segs.len() >= 5, "{segs:?}");
+            // DeleteRecords may not go past the high watermark, i.e. what is written.
+            let early = log.delete_records_before(segs[2].0).await;
+            assert!(matches!(early, Err(LogError::OffsetOutOfRange { .. })), "delete past the high watermark: {early:?}");
+            log.wait_written(segs[2].0).await.unwrap();
             let start = log.delete_records_before(segs[2].0).await.unwrap();
             assert_eq!(start, segs[2].0);
             m.log_start = start;
             log.wait_durable(m.end()).await.unwrap();
             settle(&log).await;
-            assert_eq!(segment_sizes(&log)[0].0, segs[0].0, "unfinalized segments stayed");
 
             // What stays above the log start: segs[2..]. Allow all of it but one byte less
             // than segs[2]: once the segments below the start are gone nothing else must go.
@@ -3007,8 +3047,10 @@ mod tests {
                         } else {
                             rng.range(m.log_start - 1, m.log_start + span)
                         };
+                        // DeleteRecords may not pass the high watermark (what is written).
+                        let hw = log.high_watermark();
                         let r = log.delete_records_before(off).await;
-                        if off < 0 || off > m.end() {
+                        if off < 0 || off > hw {
                             let out_of_range = matches!(r, Err(LogError::OffsetOutOfRange { .. }));
                             assert!(out_of_range, "{ctx}: delete_records_before({off}) gave {r:?}");
                         } else {
