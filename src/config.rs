@@ -211,6 +211,45 @@ pub struct BrokerConfig {
     pub transaction_max_timeout_ms: i64,
     /// `transactional.id.expiration.ms`: transactional ids idle this long are forgotten.
     pub transactional_id_expiration_ms: i64,
+    /// `max.connections`: client connections the broker keeps open at once. Enforced per core,
+    /// see [`per_core_budget`].
+    pub max_connections: i32,
+    /// `max.connections.per.ip`: client connections one address keeps open at once. Enforced
+    /// per core, see [`per_core_budget`].
+    pub max_connections_per_ip: i32,
+    /// `max.connections.per.ip.overrides`: per-address exceptions to `max.connections.per.ip`
+    /// (IP addresses only; host names are not resolved).
+    pub max_connections_per_ip_overrides: Vec<(std::net::IpAddr, i32)>,
+    /// `connections.max.idle.ms`: a connection that moves no bytes for this long while no
+    /// request of it is being processed is closed (-1: never).
+    pub connections_max_idle_ms: i64,
+}
+
+/// The share of a broker-wide connection limit that one core enforces: `ceil(limit / shards)`.
+///
+/// Each core has its own listener (SO_REUSEPORT) and counts only its own connections, with
+/// no state shared between cores, so `max.connections` and `max.connections.per.ip` (and its
+/// overrides) are split into equal per-core budgets. The kernel spreads connections over the
+/// listeners by a hash of their addresses and ports, not by load, so a new connection can be
+/// refused by a core whose budget is spent while another core still has room: the broker
+/// admits at least one core's budget and at most `shards * ceil(limit / shards)` connections
+/// (at most `shards - 1` over the limit). A limit of 0 refuses every connection.
+pub fn per_core_budget(limit: i32, shards: usize) -> u64 {
+    (limit.max(0) as u64).div_ceil(shards.max(1) as u64)
+}
+
+fn parse_ip_overrides(key: &str, value: &str) -> Result<Vec<(std::net::IpAddr, i32)>, ConfigError> {
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (ip, n) = item.rsplit_once(':').ok_or_else(|| invalid(key, value, format!("`{item}`: expected IP:count")))?;
+        let ip = ip.trim().trim_start_matches('[').trim_end_matches(']');
+        let ip: std::net::IpAddr =
+            ip.parse().map_err(|_| invalid(key, value, format!("`{ip}` is not an IP address (host names are not resolved)")))?;
+        let n = parse_i64(key, n, 0)?.min(i32::MAX as i64) as i32;
+        out.retain(|(other, _)| *other != ip);
+        out.push((ip, n));
+    }
+    Ok(out)
 }
 
 /// Settings of the group coordinator, under Kafka's names.
@@ -285,6 +324,10 @@ impl Default for BrokerConfig {
             txn_state_partitions: 50,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 604_800_000,
+            max_connections: i32::MAX,
+            max_connections_per_ip: i32::MAX,
+            max_connections_per_ip_overrides: Vec::new(),
+            connections_max_idle_ms: 600_000,
         }
     }
 }
@@ -390,6 +433,16 @@ impl BrokerConfig {
             }
             "transaction.max.timeout.ms" => self.transaction_max_timeout_ms = parse_i64(key, value, 1)?,
             "transactional.id.expiration.ms" => self.transactional_id_expiration_ms = parse_i64(key, value, 1)?,
+            "max.connections" => self.max_connections = parse_i64(key, value, 0)?.min(i32::MAX as i64) as i32,
+            "max.connections.per.ip" => self.max_connections_per_ip = parse_i64(key, value, 0)?.min(i32::MAX as i64) as i32,
+            "max.connections.per.ip.overrides" => self.max_connections_per_ip_overrides = parse_ip_overrides(key, value)?,
+            "connections.max.idle.ms" => {
+                let v = parse_i64(key, value, -1)?;
+                if v == 0 {
+                    return Err(invalid(key, value, "must be -1 (never) or at least 1"));
+                }
+                self.connections_max_idle_ms = v;
+            }
             // Accepted for compatibility with Kafka set-ups: one broker means one replica.
             "offsets.topic.replication.factor" | "transaction.state.log.replication.factor" | "transaction.state.log.min.isr" => {
                 parse_i64(key, value, 1)?;
@@ -501,6 +554,13 @@ impl BrokerConfig {
             ("transaction.state.log.replication.factor", "1".to_string()),
             ("transaction.max.timeout.ms", self.transaction_max_timeout_ms.to_string()),
             ("transactional.id.expiration.ms", self.transactional_id_expiration_ms.to_string()),
+            ("max.connections", self.max_connections.to_string()),
+            ("max.connections.per.ip", self.max_connections_per_ip.to_string()),
+            (
+                "max.connections.per.ip.overrides",
+                self.max_connections_per_ip_overrides.iter().map(|(ip, n)| format!("{ip}:{n}")).collect::<Vec<_>>().join(","),
+            ),
+            ("connections.max.idle.ms", self.connections_max_idle_ms.to_string()),
             ("admin.listen", self.admin_listen.map(|a| a.to_string()).unwrap_or_else(|| "none".into())),
             ("reactor.spin.before.park.us", self.spin_before_park_us.to_string()),
             ("reactor.io.memory.bytes", self.io_memory_bytes.to_string()),
@@ -535,6 +595,30 @@ mod tests {
         assert_eq!(c.log_retention_ms, 1000);
         assert!(matches!(c.set("no.such.key", "1"), Err(ConfigError::UnknownKey(_))));
         assert!(c.set("num.partitions", "zero").is_err());
+    }
+
+    #[test]
+    fn connection_limits_parse_and_split_per_core() {
+        let mut c = BrokerConfig::default();
+        assert_eq!((c.max_connections, c.max_connections_per_ip, c.connections_max_idle_ms), (i32::MAX, i32::MAX, 600_000));
+        c.set("max.connections", "10").unwrap();
+        c.set("max.connections.per.ip", "3").unwrap();
+        c.set("max.connections.per.ip.overrides", "127.0.0.2:100, ::1:0,[fe80::1]:7").unwrap();
+        c.set("connections.max.idle.ms", "-1").unwrap();
+        assert_eq!((c.max_connections, c.max_connections_per_ip, c.connections_max_idle_ms), (10, 3, -1));
+        let ips: Vec<(String, i32)> = c.max_connections_per_ip_overrides.iter().map(|(ip, n)| (ip.to_string(), *n)).collect();
+        assert_eq!(ips, vec![("127.0.0.2".into(), 100), ("::1".into(), 0), ("fe80::1".into(), 7)]);
+        assert!(c.set("max.connections", "-1").is_err());
+        assert!(c.set("connections.max.idle.ms", "0").is_err());
+        assert!(c.set("max.connections.per.ip.overrides", "somehost:5").is_err());
+        assert!(c.set("max.connections.per.ip.overrides", "127.0.0.1").is_err());
+        c.set("max.connections.per.ip.overrides", "").unwrap();
+        assert!(c.max_connections_per_ip_overrides.is_empty());
+        assert_eq!(per_core_budget(10, 3), 4);
+        assert_eq!(per_core_budget(10, 1), 10);
+        assert_eq!(per_core_budget(1, 4), 1);
+        assert_eq!(per_core_budget(0, 4), 0);
+        assert_eq!(per_core_budget(i32::MAX, 2), (i32::MAX as u64).div_ceil(2));
     }
 
     #[test]

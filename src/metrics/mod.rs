@@ -33,6 +33,12 @@ pub struct CoreMetrics {
     pub bytes_out: Cell<u64>,
     pub connections_open: Cell<u64>,
     pub connections_accepted: Cell<u64>,
+    /// Connections closed at once because this core's share of `max.connections` was spent.
+    pub connections_rejected_max: Cell<u64>,
+    /// Connections closed at once because this core's share of the address's `max.connections.per.ip` was spent.
+    pub connections_rejected_per_ip: Cell<u64>,
+    /// Connections closed after `connections.max.idle.ms` without traffic.
+    pub connections_idle_closed: Cell<u64>,
     pub mesh_sent: Cell<u64>,
     pub mesh_received: Cell<u64>,
     /// Probe wake-ups that came later than [`STALL_LATENESS_US`]: something held the reactor.
@@ -69,6 +75,9 @@ impl Default for CoreMetrics {
             bytes_out: Cell::new(0),
             connections_open: Cell::new(0),
             connections_accepted: Cell::new(0),
+            connections_rejected_max: Cell::new(0),
+            connections_rejected_per_ip: Cell::new(0),
+            connections_idle_closed: Cell::new(0),
             mesh_sent: Cell::new(0),
             mesh_received: Cell::new(0),
             stalls: Cell::new(0),
@@ -139,7 +148,22 @@ impl CoreMetrics {
             sample("corestream_bytes_in_total", Kind::Counter, "Request bytes read from client sockets.", l(), self.bytes_in.get() as f64),
             sample("corestream_bytes_out_total", Kind::Counter, "Response bytes written to client sockets.", l(), self.bytes_out.get() as f64),
             sample("corestream_connections", Kind::Gauge, "Open client connections.", l(), self.connections_open.get() as f64),
-            sample("corestream_connections_accepted_total", Kind::Counter, "Client connections accepted.", l(), self.connections_accepted.get() as f64),
+            sample("corestream_connections_accepted_total", Kind::Counter, "Client connections accepted (including those closed at once over a connection limit).", l(), self.connections_accepted.get() as f64),
+            sample(
+                "corestream_connections_rejected_total",
+                Kind::Counter,
+                "Connections closed at once because a connection limit (this core's share of it) was reached.",
+                vec![("shard", shard.to_string()), ("limit", "max.connections".to_string())],
+                self.connections_rejected_max.get() as f64,
+            ),
+            sample(
+                "corestream_connections_rejected_total",
+                Kind::Counter,
+                "Connections closed at once because a connection limit (this core's share of it) was reached.",
+                vec![("shard", shard.to_string()), ("limit", "max.connections.per.ip".to_string())],
+                self.connections_rejected_per_ip.get() as f64,
+            ),
+            sample("corestream_connections_idle_closed_total", Kind::Counter, "Connections closed after connections.max.idle.ms without traffic.", l(), self.connections_idle_closed.get() as f64),
             sample("corestream_mesh_messages_sent_total", Kind::Counter, "Requests sent to other cores over the cross-core mesh.", l(), self.mesh_sent.get() as f64),
             sample("corestream_mesh_messages_received_total", Kind::Counter, "Requests received from other cores over the cross-core mesh.", l(), self.mesh_received.get() as f64),
             sample("corestream_reactor_stalls_total", Kind::Counter, "Timer wake-ups more than 10 ms late: the reactor was held.", l(), self.stalls.get() as f64),
