@@ -1467,12 +1467,22 @@ async fn load_segment(
             let scanned = scan_segment(&file, base, start_pos, file_size, &mut seg, cfg).await?;
             if scanned < file_size {
                 if !trusted || scanned + DMA_ALIGNMENT_BYTES <= file_size || !is_last {
-                    tracing::warn!(
-                        segment = %path.display(),
-                        valid_bytes = scanned,
-                        file_bytes = file_size,
-                        "truncating torn or corrupt segment tail"
-                    );
+                    // Zeros after the last whole batch are space written ahead (aligned
+                    // blocks, preallocation) that no batch reached: the normal end of an
+                    // active segment after a crash. Anything else is a torn or corrupt batch.
+                    let peek_end = file_size.min(scanned + 64 * 1024);
+                    let mut after = BytesMut::new();
+                    read_range(&file, scanned, peek_end, &mut after).await?;
+                    if after.iter().all(|b| *b == 0) {
+                        tracing::info!(segment = %path.display(), valid_bytes = scanned, file_bytes = file_size, "trimming unwritten space after the last batch");
+                    } else {
+                        tracing::warn!(
+                            segment = %path.display(),
+                            valid_bytes = scanned,
+                            file_bytes = file_size,
+                            "truncating torn or corrupt segment tail"
+                        );
+                    }
                 }
                 file.truncate(scanned).await.map_err(|e| io_err("truncating segment", e))?;
                 file.fdatasync().await.map_err(|e| io_err("fdatasync", e))?;

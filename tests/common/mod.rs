@@ -170,6 +170,38 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        self.spawn_process();
+        self.wait_ready();
+    }
+
+    /// Starts the broker again and SIGKILLs it after `delay`, ready or not: a crash
+    /// during recovery or start-up. Returns whether it had already exited by itself.
+    pub fn restart_and_kill_after(&mut self, delay: Duration) -> bool {
+        assert!(self.child.is_none(), "needs the broker stopped");
+        self.spawn_process();
+        std::thread::sleep(delay);
+        let exited = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))));
+        if exited {
+            self.child = None;
+        } else {
+            self.kill9();
+        }
+        exited
+    }
+
+    /// SIGTERM, then SIGKILL after `delay` if the broker has not exited by then: a
+    /// crash in the middle of a graceful shutdown. Returns whether it exited first.
+    pub fn terminate_then_kill_after(&mut self, delay: Duration) -> bool {
+        self.send_signal(libc::SIGTERM);
+        if self.wait_exit(delay).is_some() {
+            self.note("exited after SIGTERM before the SIGKILL");
+            return true;
+        }
+        self.kill9();
+        false
+    }
+
+    fn spawn_process(&mut self) {
         assert!(self.child.is_none(), "broker already running");
         self.starts += 1;
         let mut log = OpenOptions::new()
@@ -225,7 +257,6 @@ impl Broker {
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
         self.child = Some(child);
-        self.wait_ready();
     }
 
     /// Waits until the broker accepts connections on several fresh
