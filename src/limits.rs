@@ -13,6 +13,12 @@ pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 1024 * 1024 + 12;
 pub const CONNECTION_INFLIGHT_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Requests read from one connection and not yet answered.
 pub const CONNECTION_INFLIGHT_REQUESTS_MAX: usize = 128;
+/// Fetch requests read from one connection and not yet answered. A fetch's response can
+/// be [`FETCH_RESPONSE_BYTES_MAX`] whatever its request's size, so without this a client
+/// pipelining fetches and never reading the answers would make the broker hold that much
+/// per queued request. Clients keep one fetch in flight per connection (Kafka itself
+/// reads no request from a connection until the previous one is answered).
+pub const CONNECTION_FETCHES_INFLIGHT_MAX: usize = 1;
 /// Bytes of requests in flight across all connections of one core.
 pub const CORE_INFLIGHT_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Capacity (messages) of each cross-core channel, in each direction.
@@ -45,6 +51,7 @@ pub const SHARDS_MAX: usize = 256;
 const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT < REQUEST_BYTES_MAX_DEFAULT);
 const _: () = assert!(REQUEST_BYTES_MAX_DEFAULT <= CONNECTION_INFLIGHT_BYTES_MAX * 2);
 const _: () = assert!(CONNECTION_INFLIGHT_BYTES_MAX <= CORE_INFLIGHT_BYTES_MAX);
+const _: () = assert!(CONNECTION_FETCHES_INFLIGHT_MAX >= 1 && CONNECTION_FETCHES_INFLIGHT_MAX <= CONNECTION_INFLIGHT_REQUESTS_MAX);
 const _: () = assert!(DMA_READ_BYTES_MAX as u64 % DMA_ALIGNMENT_BYTES == 0);
 const _: () = assert!(WRITE_BYTES_MAX as u64 % DMA_ALIGNMENT_BYTES == 0);
 const _: () = assert!(PREALLOCATE_STEP_BYTES % DMA_ALIGNMENT_BYTES == 0);

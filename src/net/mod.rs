@@ -6,8 +6,10 @@
 //! its own dup of the socket): the reader decodes a frame, starts its handler
 //! and queues the handler's future; the writer awaits the futures in queue
 //! order, so requests are processed concurrently but answered in order.
-//! Bytes of unanswered requests are bounded per connection and per core; past
-//! either bound the reader stops reading the socket (backpressure).
+//! Bytes of unanswered requests are bounded per connection and per core, and so
+//! are unanswered fetches per connection (a fetch's answer can be far larger than
+//! its request); past any of these bounds the reader stops reading the socket
+//! (backpressure).
 //!
 //! Connection limits (`max.connections`, `max.connections.per.ip` and its
 //! overrides) are enforced by each core over its own connections, each core
@@ -31,9 +33,12 @@ use glommio::sync::Semaphore;
 
 use crate::config::{per_core_budget, BrokerConfig};
 use crate::handlers::{self, HandlerError};
-use crate::limits::{CONNECTION_INFLIGHT_BYTES_MAX, CONNECTION_INFLIGHT_REQUESTS_MAX};
+use crate::limits::{CONNECTION_FETCHES_INFLIGHT_MAX, CONNECTION_INFLIGHT_BYTES_MAX, CONNECTION_INFLIGHT_REQUESTS_MAX};
 use crate::protocol::frame::{frame_size, parse_request};
 use crate::shard::Shard;
+
+/// Api key of Fetch, whose answers are bounded per connection by [`CONNECTION_FETCHES_INFLIGHT_MAX`].
+const FETCH: i16 = 1;
 
 /// Smallest socket read: enough for many small pipelined requests at once.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -273,6 +278,8 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: Option<IpAddr>) ->
     let (tx, rx) = local_channel::new_bounded::<InFlight>(CONNECTION_INFLIGHT_REQUESTS_MAX);
     let conn_budget = Rc::new(Semaphore::new(CONNECTION_INFLIGHT_BYTES_MAX as u64));
     let budget_w = conn_budget.clone();
+    let fetch_slots = Rc::new(Semaphore::new(CONNECTION_FETCHES_INFLIGHT_MAX as u64));
+    let fetch_slots_w = fetch_slots.clone();
     let core_w = shard.inflight_bytes.clone();
     let shard_w = shard.clone();
     let activity_w = activity.clone();
@@ -311,6 +318,10 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: Option<IpAddr>) ->
                 Some(Ok(None)) => {}
                 Some(Err(())) | None => break,
             }
+            if api_key == FETCH {
+                // Written: the response's memory is freed.
+                fetch_slots_w.signal(1);
+            }
             activity_w.touch();
         }
         // Shut the socket down, not just this descriptor: a reader waiting for the client's
@@ -323,6 +334,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: Option<IpAddr>) ->
         // waits for room), and give back the budget of the requests still queued, which
         // would otherwise stay taken from the core for good.
         budget_w.close();
+        fetch_slots_w.close();
         while let Some((_, units, _, _)) = rx.recv().await {
             core_w.signal(units as u64);
             shard_w.inflight_requests.set(shard_w.inflight_requests.get() - 1);
@@ -357,6 +369,10 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: Option<IpAddr>) ->
                 buf.split_to(size).freeze()
             };
             // Backpressure: wait for room before starting the request.
+            let api_key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]])).unwrap_or(-1);
+            if api_key == FETCH && fetch_slots.acquire(1).await.is_err() {
+                break 'conn Ok(());
+            }
             let units = size.min(CONNECTION_INFLIGHT_BYTES_MAX);
             if conn_budget.acquire(units as u64).await.is_err() {
                 break 'conn Ok(());
@@ -367,7 +383,6 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: Option<IpAddr>) ->
             }
             shard.inflight_requests.set(shard.inflight_requests.get() + 1);
             let arrived = std::time::Instant::now();
-            let api_key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]])).unwrap_or(-1);
             let started = match parse_request(frame) {
                 Ok(mut req) => {
                     req.peer = peer;
@@ -379,6 +394,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: Option<IpAddr>) ->
                 Ok(f) => f,
                 Err(e) => {
                     conn_budget.signal(units as u64);
+                    fetch_slots.signal((api_key == FETCH) as u64);
                     shard.inflight_bytes.signal(units as u64);
                     shard.inflight_requests.set(shard.inflight_requests.get() - 1);
                     break 'conn Err(e);
