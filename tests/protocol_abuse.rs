@@ -163,6 +163,20 @@ fn broker_survives_malformed_frames() {
     assert!(closed_within(&mut s, Duration::from_secs(10)), "oversized frame: connection not closed");
     assert_healthy(&mut broker, "oversized size prefix");
 
+    // 3b. Sizes at the edges: one over the limit, i32::MAX, i32::MIN.
+    for size in [1024 * 1024 + 1, i32::MAX, i32::MIN] {
+        let mut s = raw::connect(sa);
+        s.write_all(&size.to_be_bytes()).unwrap();
+        assert!(closed_within(&mut s, Duration::from_secs(10)), "size {size}: connection not closed");
+    }
+    // A frame exactly at the limit is read (and then rejected as garbage or answered).
+    let mut s = raw::connect(sa);
+    let mut body = header_v1(18, 0, 9);
+    body.resize(1024 * 1024, 0);
+    s.write_all(&frame(&body)).unwrap();
+    let _ = closed_within(&mut s, Duration::from_secs(10));
+    assert_healthy(&mut broker, "sizes at the edges");
+
     // 4. A truncated frame, then the client goes away.
     let mut s = raw::connect(sa);
     s.write_all(&100i32.to_be_bytes()).unwrap();
@@ -523,4 +537,111 @@ fn a_client_that_never_reads_its_responses_is_bounded() {
     drop(hog);
     assert_healthy(&mut broker, "a client that never reads");
     eprintln!("sent {sent} requests; RSS grew by {} MiB", grown >> 20);
+}
+
+/// Sends one request frame and waits for its answer or the connection's end (either is
+/// fine); returns the answer if there was one.
+fn answer_or_close(sa: std::net::SocketAddr, frame: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    let mut s = raw::connect(sa);
+    s.set_write_timeout(Some(timeout)).unwrap();
+    if s.write_all(frame).is_err() {
+        return None; // closed while we were still sending
+    }
+    s.set_read_timeout(Some(timeout)).unwrap();
+    match read_frame(&mut s) {
+        Ok(resp) => Some(resp),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => panic!("no answer and no close within {timeout:?}"),
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn requests_naming_huge_numbers_of_partitions() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ListOffsetsRequest, ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut broker = Broker::start(2, &[]);
+    let sa = broker.socket_addr();
+    let topic = unique("huge");
+    create_topic(&broker.addr(), &topic, 2, &[]);
+    let name = || TopicName(StrBytes::from_string(topic.clone()));
+    let bound = Duration::from_secs(120);
+
+    // ListOffsets for 1,000,000 partitions of a 2-partition topic (12 MB): answered
+    // partition by partition (all but two unknown) or closed.
+    let parts: Vec<ListOffsetsPartition> = (0..1_000_000).map(|p| ListOffsetsPartition::default().with_partition_index(p).with_timestamp(-1)).collect();
+    let req = ListOffsetsRequest::default().with_replica_id(kafka_protocol::messages::BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default().with_name(name()).with_partitions(parts)]);
+    let frame = raw::encode(&req, 1, 1);
+    assert!(frame.len() < 100 << 20);
+    if let Some(resp) = answer_or_close(sa, &frame, bound) {
+        assert_eq!(&resp[0..4], &1i32.to_be_bytes());
+    }
+    assert_healthy(&mut broker, "ListOffsets with 1,000,000 partitions");
+
+    // Produce to 1,000,000 partitions, no records.
+    let parts: Vec<PartitionProduceData> = (0..1_000_000).map(|p| PartitionProduceData::default().with_index(p)).collect();
+    let req = ProduceRequest::default().with_acks(1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default().with_name(name()).with_partition_data(parts)]);
+    if let Some(resp) = answer_or_close(sa, &raw::encode(&req, 3, 2), bound) {
+        assert_eq!(&resp[0..4], &2i32.to_be_bytes());
+    }
+    assert_healthy(&mut broker, "Produce to 1,000,000 partitions");
+
+    // Metadata for 200,000 unknown topics, without auto-creation.
+    let topics: Vec<MetadataRequestTopic> =
+        (0..200_000).map(|i| MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(format!("no-such-{i}")))))).collect();
+    let req = MetadataRequest::default().with_topics(Some(topics)).with_allow_auto_topic_creation(false);
+    if let Some(resp) = answer_or_close(sa, &raw::encode(&req, 4, 3), bound) {
+        assert_eq!(&resp[0..4], &3i32.to_be_bytes());
+    }
+    assert_healthy(&mut broker, "Metadata for 200,000 topics");
+    assert_eq!(partition_count(&broker.addr(), "no-such-0"), None, "no topic was auto-created");
+}
+
+#[test]
+#[ignore = "aborts the broker until the bounded decoding of src/protocol/bounded.rs (in progress with the fuzz work) is wired into handlers::decode; un-ignore then"]
+fn lying_array_lengths_do_not_abort_the_broker() {
+    let mut broker = Broker::start(1, &[]);
+    let sa = broker.socket_addr();
+    let bound = Duration::from_secs(30);
+    // A count of i32::MAX (or a compact varint of u32::MAX) with a few bytes behind it:
+    // kafka-protocol preallocates from the count before decoding an element.
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("Metadata v1 topics = i32::MAX", {
+            let mut b = header_v1(3, 1, 1);
+            b.extend_from_slice(&i32::MAX.to_be_bytes());
+            b
+        }),
+        ("Metadata v9 (flexible) topics = u32::MAX varint", {
+            // Header v2: key, version, correlation id, client id, no tagged fields.
+            let mut b = header_v1(3, 9, 2);
+            b.push(0);
+            b.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+            b.extend_from_slice(&[0, 0, 0]);
+            b
+        }),
+        ("Produce v3 topics = i32::MAX", {
+            let mut b = header_v1(0, 3, 3);
+            b.extend_from_slice(&(-1i16).to_be_bytes()); // transactional id
+            b.extend_from_slice(&1i16.to_be_bytes()); // acks
+            b.extend_from_slice(&5000i32.to_be_bytes()); // timeout
+            b.extend_from_slice(&i32::MAX.to_be_bytes());
+            b
+        }),
+        ("ListOffsets v1 partitions = i32::MAX", {
+            let mut b = header_v1(2, 1, 4);
+            b.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
+            b.extend_from_slice(&1i32.to_be_bytes()); // one topic
+            b.extend_from_slice(&1i16.to_be_bytes());
+            b.push(b't');
+            b.extend_from_slice(&i32::MAX.to_be_bytes());
+            b.extend_from_slice(&[0; 12]);
+            b
+        }),
+    ];
+    for (what, body) in cases {
+        let _ = answer_or_close(sa, &frame(&body), bound);
+        assert_healthy(&mut broker, what);
+    }
 }
