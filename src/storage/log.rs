@@ -39,6 +39,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use glommio::io::{DmaFile, OpenOptions};
@@ -74,6 +75,13 @@ pub enum LogError {
 
 fn io_err(context: &str, e: impl std::fmt::Display) -> LogError {
     LogError::Io(format!("{context}: {e}"))
+}
+
+/// Whether a storage error says the filesystem is out of space or quota (ENOSPC,
+/// EDQUOT): a state that passes, unlike EIO.
+fn is_no_space(e: &LogError) -> bool {
+    let LogError::Io(m) = e else { return false };
+    m.contains(&format!("(os error {})", libc::ENOSPC)) || m.contains(&format!("(os error {})", libc::EDQUOT))
 }
 
 /// How long an append waits before returning.
@@ -203,6 +211,9 @@ struct State {
     unsynced_messages: i64,
     last_sync_ms: i64,
     failed: Option<LogError>,
+    /// Writes fail for want of space: new appends are refused and waiters answered
+    /// with this error, while the flusher keeps retrying what is queued.
+    stalled: Option<LogError>,
     closed: bool,
     max_timestamp: i64,
     offset_of_max_timestamp: i64,
@@ -410,6 +421,7 @@ impl PartitionLog {
             unsynced_messages: 0,
             last_sync_ms: now_ms(),
             failed: None,
+            stalled: None,
             closed: false,
             max_timestamp: max_ts,
             offset_of_max_timestamp: max_ts_off,
@@ -579,7 +591,7 @@ impl PartitionLog {
     pub fn append_now(self: &Rc<Self>, batch: &mut BytesMut, leader_epoch: i32) -> Result<AppendInfo, LogError> {
         let cfg = self.cfg.borrow().clone();
         let mut st = self.st.borrow_mut();
-        if let Some(e) = &st.failed {
+        if let Some(e) = st.failed.as_ref().or(st.stalled.as_ref()) {
             return Err(e.clone());
         }
         if st.closed {
@@ -685,6 +697,9 @@ impl PartitionLog {
                 if st.durable_offset >= end {
                     return Ok(());
                 }
+                if let Some(e) = &st.stalled {
+                    return Err(e.clone());
+                }
                 st.sync_wanted = st.sync_wanted.max(end);
                 let start = !st.flusher_running;
                 st.flusher_running = true;
@@ -724,6 +739,9 @@ impl PartitionLog {
                 if st.written_offset >= end {
                     return Ok(());
                 }
+                if let Some(e) = &st.stalled {
+                    return Err(e.clone());
+                }
             }
             listener.await;
         }
@@ -739,6 +757,9 @@ impl PartitionLog {
                 }
                 if st.pending_bytes <= limit {
                     return Ok(());
+                }
+                if let Some(e) = &st.stalled {
+                    return Err(e.clone());
                 }
             }
             listener.await;
@@ -756,12 +777,33 @@ impl PartitionLog {
 
     /// Writes pending batches, finalizes rolled segments and syncs when asked, until idle.
     async fn flusher(self: Rc<Self>) {
+        let mut backoff = Duration::from_millis(50);
         loop {
             // Let the tasks already runnable on this core (requests that arrived in the
             // same reactor turn) append first, so one write and one fdatasync cover them all.
             futures_lite::future::yield_now().await;
-            match self.flush_step().await {
+            let step = self.flush_step().await;
+            if step.is_ok() && self.st.borrow_mut().stalled.take().is_some() {
+                tracing::info!(dir = %self.dir.display(), "space is back: the partition takes writes again");
+                backoff = Duration::from_millis(50);
+            }
+            match step {
                 Ok(true) => continue,
+                Err(e) if is_no_space(&e) => {
+                    // Every flusher step can be repeated: the queued batches stay queued
+                    // and are written when space returns. Until then nothing new is taken.
+                    let first = self.st.borrow_mut().stalled.replace(e.clone()).is_none();
+                    if first {
+                        tracing::error!(dir = %self.dir.display(), error = %e, "disk full: refusing writes to this partition until space returns");
+                    }
+                    self.progress.notify_all();
+                    glommio::timer::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    if self.st.borrow().closed {
+                        self.fail(e);
+                        return;
+                    }
+                }
                 Ok(false) => {
                     let mut st = self.st.borrow_mut();
                     // Re-check under the same borrow that clears the flag: no work can slip in between.
@@ -796,22 +838,22 @@ impl PartitionLog {
         }
         // 2. Write the next run of pending batches of one segment.
         let run = {
-            let mut st = self.st.borrow_mut();
+            let st = self.st.borrow();
             let Some(&(seg_base, _, _)) = st.pending.front() else {
                 drop(st);
                 return self.sync_if_wanted(&cfg, false).await;
             };
+            // Taken off the queue only once written, so a failed write can be repeated.
             let mut chunks = Vec::new();
             let mut total = 0usize;
             let mut end_offset = 0;
-            while let Some((s, b, _)) = st.pending.front() {
+            for (s, b, end) in st.pending.iter() {
                 if *s != seg_base || (total > 0 && total + b.len() > WRITE_BYTES_MAX) {
                     break;
                 }
-                let (_, b, end) = st.pending.pop_front().expect("front exists");
                 total += b.len();
-                end_offset = end;
-                chunks.push(b);
+                end_offset = *end;
+                chunks.push(b.clone());
             }
             (seg_base, chunks, total, end_offset)
         };
@@ -819,6 +861,7 @@ impl PartitionLog {
         self.write_run(seg_base, &chunks, total).await?;
         {
             let mut st = self.st.borrow_mut();
+            st.pending.drain(..chunks.len());
             st.pending_bytes -= total;
             st.written_offset = end_offset;
             // Readers see a batch once it is in its file: from then on it survives a
@@ -912,8 +955,17 @@ impl PartitionLog {
         let data_len = tail.len() + total;
         let buf_len = align_up(data_len as u64) as usize;
         if pos + buf_len as u64 > allocated {
-            let new_alloc = align_up_to(pos + buf_len as u64, PREALLOCATE_STEP_BYTES);
-            file.pre_allocate(new_alloc, true).await.map_err(|e| io_err("preallocating", e))?;
+            // In steps, but never far past what the segment can hold (it is trimmed at roll).
+            let cap = align_up(self.cfg.borrow().segment_bytes).max(pos + buf_len as u64);
+            let mut new_alloc = align_up_to(pos + buf_len as u64, PREALLOCATE_STEP_BYTES).min(cap);
+            if let Err(e) = file.pre_allocate(new_alloc, true).await.map_err(|e| io_err("preallocating", e)) {
+                if !is_no_space(&e) {
+                    return Err(e);
+                }
+                // Short of space for a whole step: take just what this write needs.
+                new_alloc = pos + buf_len as u64;
+                file.pre_allocate(new_alloc, true).await.map_err(|e| io_err("preallocating", e))?;
+            }
             if let Some(s) = self.st.borrow_mut().segments.get_mut(&seg_base) {
                 s.allocated = new_alloc;
             }
@@ -933,6 +985,10 @@ impl PartitionLog {
         // Keep the new partial tail block before the buffer is handed to the kernel.
         let new_tail_len = (pos + data_len as u64) % DMA_ALIGNMENT_BYTES;
         let new_tail = buf.as_bytes()[data_len - new_tail_len as usize..data_len].to_vec();
+        #[cfg(test)]
+        if let Some(errno) = tests::injected_write_fault() {
+            return Err(io_err("writing segment", std::io::Error::from_raw_os_error(errno)));
+        }
         let n = file.write_at(buf, pos).await.map_err(|e| io_err("writing segment", e))?;
         #[cfg(test)]
         tests::trace_io("write", &file);
@@ -949,15 +1005,17 @@ impl PartitionLog {
 
     /// Syncs a rolled segment, trims its preallocated tail and writes its index files.
     async fn finalize_segment(&self, base: i64) -> Result<(), LogError> {
-        let (file, size, index, time_index) = {
-            let mut st = self.st.borrow_mut();
-            let seg = st.segments.get_mut(&base).ok_or(LogError::Closed)?;
+        let (file, size, index, time_index, final_ti) = {
+            let st = self.st.borrow();
+            let seg = st.segments.get(&base).ok_or(LogError::Closed)?;
             // Like Kafka, the final time index entry records the segment's max timestamp.
+            // Kept aside until the files are written: a failed finalize is repeated.
+            let mut ti = seg.time_index.clone();
             if seg.max_timestamp >= 0 {
                 let rel = (seg.offset_of_max_timestamp - seg.base_offset) as u32;
-                seg.time_index.append(seg.max_timestamp, rel);
+                ti.append(seg.max_timestamp, rel);
             }
-            (seg.file.clone(), seg.size, seg.index.encode(), seg.time_index.encode())
+            (seg.file.clone(), seg.size, seg.index.encode(), ti.encode(), ti)
         };
         if let Some(file) = file {
             let started = std::time::Instant::now();
@@ -971,10 +1029,11 @@ impl PartitionLog {
         write_small_file(segment_file(&self.dir, base, "timeindex"), time_index).await?;
         if let Some(s) = self.st.borrow_mut().segments.get_mut(&base) {
             s.finalized = true;
+            s.time_index = final_ti;
         }
-        let snaps = std::mem::take(&mut self.st.borrow_mut().snapshots);
-        for (offset, bytes) in snaps {
+        while let Some((offset, bytes)) = self.st.borrow().snapshots.first().cloned() {
             self.write_producer_snapshot(offset, bytes).await?;
+            self.st.borrow_mut().snapshots.remove(0);
         }
         Ok(())
     }
@@ -1608,6 +1667,23 @@ mod tests {
     thread_local! {
         /// Segment writes and fdatasyncs of this thread, in order: ("write" | "sync", fd).
         static IO_TRACE: RefCell<Vec<(&'static str, i32)>> = const { RefCell::new(Vec::new()) };
+        /// Segment writes on this thread fail with this errno while set (fault injection).
+        static WRITE_FAULT: Cell<Option<i32>> = const { Cell::new(None) };
+        /// Segment writes that failed by injection on this thread.
+        static WRITE_FAULTS_HIT: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Probe called before each segment write (test builds only).
+    pub(super) fn injected_write_fault() -> Option<i32> {
+        let f = WRITE_FAULT.with(|f| f.get());
+        if f.is_some() {
+            WRITE_FAULTS_HIT.with(|h| h.set(h.get() + 1));
+        }
+        f
+    }
+
+    fn inject_write_fault(errno: Option<i32>) {
+        WRITE_FAULT.with(|f| f.set(errno));
     }
 
     /// Probe called by the log's write and sync paths (test builds only).
@@ -2880,6 +2956,97 @@ mod tests {
                     st.cache_bytes = 0;
                 }
                 check_all(&log, &m, "disk read on the thread that created the file").await;
+            })
+        })
+        .join()
+        .expect("test thread");
+    }
+
+    #[test]
+    fn disk_full_refuses_writes_keeps_reads_and_recovers_by_itself() {
+        std::thread::spawn(|| {
+            run(async {
+                let dir = tempfile::tempdir().unwrap();
+                let d = dir.path().join("p");
+                let c = cfg(16 * 1024);
+                let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+                let mut m = Model::default();
+                for i in 0..10u64 {
+                    append_synced(&log, &mut m, make_batch(i, 2, 3000, 5)).await;
+                }
+                let durable = m.end();
+                inject_write_fault(Some(libc::ENOSPC));
+                // Queued before the disk filled up: not written, so neither acknowledged nor visible.
+                let b = make_batch(100, 2, 3000, 5);
+                let queued = log.append(b.clone(), 3, Durability::Written).await;
+                assert!(matches!(&queued, Err(LogError::Io(e)) if e.contains("os error 28")), "acks=1 wait on a full disk: {queued:?}");
+                // It has its offset (the next one) and is written when space returns.
+                let info = AppendInfo { base_offset: durable, last_offset: durable + 1, log_append_time: -1, log_start_offset: 0 };
+                m.push(&b, &info, 3);
+                // New appends are refused while the disk is full; waits answer with the error.
+                let refused = log.append(make_batch(101, 1, 10, 5), 3, Durability::Queued).await;
+                assert!(matches!(refused, Err(LogError::Io(_))), "append on a full disk: {refused:?}");
+                assert!(log.wait_durable(m.end()).await.is_err(), "acks=all wait on a full disk");
+                // Reads of what was written keep working; the high watermark did not move.
+                assert_eq!(log.high_watermark(), durable);
+                let mut off = 0;
+                while off < durable {
+                    off = check_read(&log, &m, off, 64 * 1024, "reading while the disk is full").await;
+                }
+                let hits = WRITE_FAULTS_HIT.with(|h| h.get());
+                glommio::timer::sleep(Duration::from_millis(300)).await;
+                assert!(WRITE_FAULTS_HIT.with(|h| h.get()) > hits, "the flusher stopped retrying");
+                // Space returns: the queued batch is written without anyone asking, then new appends go through.
+                inject_write_fault(None);
+                for _ in 0..500 {
+                    if log.high_watermark() == m.end() {
+                        break;
+                    }
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+                assert_eq!(log.high_watermark(), m.end(), "the queued batch was not written once space returned");
+                for i in 0..10u64 {
+                    append_synced(&log, &mut m, make_batch(200 + i, 2, 3000, 5)).await;
+                }
+                check_all(&log, &m, "after space returned").await;
+                crash(log).await;
+                let log = reopen(&d, c).await;
+                check_all(&log, &m, "after a crash following the disk-full episode").await;
+            })
+        })
+        .join()
+        .expect("test thread");
+    }
+
+    #[test]
+    fn eio_takes_one_partition_offline_and_leaves_the_others_serving() {
+        std::thread::spawn(|| {
+            run(async {
+                let dir = tempfile::tempdir().unwrap();
+                let c = cfg(64 * 1024);
+                let bad = PartitionLog::open(dir.path().join("bad"), c.clone()).await.unwrap();
+                let good = PartitionLog::open(dir.path().join("good"), c.clone()).await.unwrap();
+                let (mut mb, mut mg) = (Model::default(), Model::default());
+                append_synced(&bad, &mut mb, make_batch(1, 2, 500, 5)).await;
+                append_synced(&good, &mut mg, make_batch(2, 2, 500, 5)).await;
+                inject_write_fault(Some(libc::EIO));
+                let failed = make_batch(3, 1, 100, 5);
+                let r = bad.append(failed.clone(), 3, Durability::Synced).await;
+                inject_write_fault(None);
+                // It got its offset before the write failed; never written, never visible.
+                let info = AppendInfo { base_offset: mb.end(), last_offset: mb.end(), log_append_time: -1, log_start_offset: 0 };
+                mb.push(&failed, &info, 3);
+                assert!(matches!(&r, Err(LogError::Io(e)) if e.contains("os error 5")), "append on EIO: {r:?}");
+                // Offline for good: no retry makes it writable again.
+                glommio::timer::sleep(Duration::from_millis(200)).await;
+                let again = bad.append(make_batch(4, 1, 100, 5), 3, Durability::Queued).await;
+                assert!(matches!(again, Err(LogError::Io(_))), "append after EIO: {again:?}");
+                // What it had written stays readable; the other partition is unaffected.
+                check_read(&bad, &mb, 0, 1 << 20, "reading the failed partition").await;
+                for i in 0..5u64 {
+                    append_synced(&good, &mut mg, make_batch(10 + i, 2, 500, 5)).await;
+                }
+                check_all(&good, &mg, "the healthy partition").await;
             })
         })
         .join()
