@@ -67,13 +67,67 @@ pub enum HandlerError {
 }
 
 /// Decodes a request body of type `M`, mapping failures to a connection-closing error.
+/// Goes through [`crate::protocol::bounded`], so a lying array length fails the decode
+/// instead of making kafka-protocol preallocate gigabytes (which aborts the process).
 pub fn decode<M: Decodable>(req: &Request, api: ApiKey) -> Result<M, HandlerError> {
-    let mut body = req.body.clone();
-    M::decode(&mut body, req.api_version).map_err(|e| HandlerError::Decode {
+    crate::protocol::bounded::decode::<M>(&req.body, req.api_version).map_err(|e| HandlerError::Decode {
         api,
         version: req.api_version,
         reason: e.to_string(),
     })
+}
+
+/// Decodes `req`'s body with [`decode`] as the request type of its api key and drops it:
+/// the decode step of every handler, without a shard (fuzz targets, property tests).
+/// ApiVersions is decoded too, although its handler ignores the body.
+pub fn decode_only(req: &Request) -> Result<(), HandlerError> {
+    use kafka_protocol::messages::*;
+    let api = ApiKey::try_from(req.api_key).map_err(|_| HandlerError::UnknownApi(req.api_key))?;
+    fn d<M: Decodable>(req: &Request, api: ApiKey) -> Result<(), HandlerError> {
+        decode::<M>(req, api).map(drop)
+    }
+    match api {
+        ApiKey::Produce => d::<ProduceRequest>(req, api),
+        ApiKey::Fetch => d::<FetchRequest>(req, api),
+        ApiKey::ListOffsets => d::<ListOffsetsRequest>(req, api),
+        ApiKey::Metadata => d::<MetadataRequest>(req, api),
+        ApiKey::ApiVersions => d::<ApiVersionsRequest>(req, api),
+        ApiKey::CreateTopics => d::<CreateTopicsRequest>(req, api),
+        ApiKey::DeleteTopics => d::<DeleteTopicsRequest>(req, api),
+        ApiKey::DeleteRecords => d::<DeleteRecordsRequest>(req, api),
+        ApiKey::DescribeConfigs => d::<DescribeConfigsRequest>(req, api),
+        ApiKey::AlterConfigs => d::<AlterConfigsRequest>(req, api),
+        ApiKey::DescribeLogDirs => d::<DescribeLogDirsRequest>(req, api),
+        ApiKey::CreatePartitions => d::<CreatePartitionsRequest>(req, api),
+        ApiKey::IncrementalAlterConfigs => d::<IncrementalAlterConfigsRequest>(req, api),
+        ApiKey::DescribeCluster => d::<DescribeClusterRequest>(req, api),
+        ApiKey::ElectLeaders => d::<ElectLeadersRequest>(req, api),
+        ApiKey::AlterReplicaLogDirs => d::<AlterReplicaLogDirsRequest>(req, api),
+        ApiKey::AlterPartitionReassignments => d::<AlterPartitionReassignmentsRequest>(req, api),
+        ApiKey::ListPartitionReassignments => d::<ListPartitionReassignmentsRequest>(req, api),
+        ApiKey::FindCoordinator => d::<FindCoordinatorRequest>(req, api),
+        ApiKey::JoinGroup => d::<JoinGroupRequest>(req, api),
+        ApiKey::SyncGroup => d::<SyncGroupRequest>(req, api),
+        ApiKey::Heartbeat => d::<HeartbeatRequest>(req, api),
+        ApiKey::LeaveGroup => d::<LeaveGroupRequest>(req, api),
+        ApiKey::OffsetCommit => d::<OffsetCommitRequest>(req, api),
+        ApiKey::OffsetFetch => d::<OffsetFetchRequest>(req, api),
+        ApiKey::DescribeGroups => d::<DescribeGroupsRequest>(req, api),
+        ApiKey::ListGroups => d::<ListGroupsRequest>(req, api),
+        ApiKey::DeleteGroups => d::<DeleteGroupsRequest>(req, api),
+        ApiKey::OffsetDelete => d::<OffsetDeleteRequest>(req, api),
+        ApiKey::InitProducerId => d::<InitProducerIdRequest>(req, api),
+        ApiKey::AddPartitionsToTxn => d::<AddPartitionsToTxnRequest>(req, api),
+        ApiKey::AddOffsetsToTxn => d::<AddOffsetsToTxnRequest>(req, api),
+        ApiKey::EndTxn => d::<EndTxnRequest>(req, api),
+        ApiKey::TxnOffsetCommit => d::<TxnOffsetCommitRequest>(req, api),
+        ApiKey::DescribeTransactions => d::<DescribeTransactionsRequest>(req, api),
+        ApiKey::ListTransactions => d::<ListTransactionsRequest>(req, api),
+        ApiKey::DescribeProducers => d::<DescribeProducersRequest>(req, api),
+        ApiKey::ConsumerGroupHeartbeat => d::<ConsumerGroupHeartbeatRequest>(req, api),
+        ApiKey::ConsumerGroupDescribe => d::<ConsumerGroupDescribeRequest>(req, api),
+        _ => Err(HandlerError::UnknownApi(req.api_key)),
+    }
 }
 
 /// Encodes a response body for `req`.
