@@ -43,6 +43,9 @@ pub const TOPIC_PARTITIONS_MAX: i32 = 100_000;
 pub const TOPIC_NAME_LEN_MAX: usize = 249;
 /// Largest single write issued to a segment in one go.
 pub const WRITE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most bytes a compressed batch may inflate to when the broker opens one (timestamp
+/// lookups); past this the batch is treated as unopenable.
+pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Fetch sessions kept per core.
 pub const FETCH_SESSIONS_PER_CORE_MAX: usize = 1000;
 /// Most CPUs a broker process will run shards on.

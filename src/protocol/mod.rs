@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod bounded;
+pub mod compression;
 pub mod errors;
 pub mod fetch_encode;
 pub mod frame;

@@ -48,8 +48,8 @@ use super::index::{OffsetIndex, TimeIndex};
 use super::producers::{self, BatchMeta, Check, ProducerStates};
 use crate::config::{LogConfig, TimestampType};
 use crate::limits::{
-    DMA_ALIGNMENT_BYTES, DMA_READ_BYTES_MAX, PREALLOCATE_STEP_BYTES, TAIL_CACHE_BYTES_MAX,
-    WRITE_BYTES_MAX,
+    DECOMPRESSED_BATCH_BYTES_MAX, DMA_ALIGNMENT_BYTES, DMA_READ_BYTES_MAX, PREALLOCATE_STEP_BYTES,
+    TAIL_CACHE_BYTES_MAX, WRITE_BYTES_MAX,
 };
 use crate::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::util::{now_ms, LocalNotify};
@@ -1031,7 +1031,10 @@ impl PartitionLog {
             s.finalized = true;
             s.time_index = final_ti;
         }
-        while let Some((offset, bytes)) = self.st.borrow().snapshots.first().cloned() {
+        loop {
+            // Bound first: a borrow in the `while let` scrutinee would live through the body.
+            let next = self.st.borrow().snapshots.first().cloned();
+            let Some((offset, bytes)) = next else { break };
             self.write_producer_snapshot(offset, bytes).await?;
             self.st.borrow_mut().snapshots.remove(0);
         }
@@ -1426,14 +1429,31 @@ async fn read_batches(file: &DmaFile, position: u64, end: u64, offset: i64, max_
 }
 
 /// Inside one batch, the offset and timestamp of the first record with a
-/// timestamp >= `timestamp`. Compressed batches are not opened: their base offset
-/// and max timestamp stand for them.
+/// timestamp >= `timestamp`, as Kafka answers ListOffsets. Compressed batches are
+/// decompressed (bounded); should that fail, their base offset and max timestamp
+/// stand for them. LogAppendTime batches carry one timestamp for all records.
 fn first_record_at_or_after(batch_bytes: &[u8], h: &BatchHeader, timestamp: i64) -> (i64, i64) {
-    if h.compression() != 0 || h.is_log_append_time() {
+    if h.is_log_append_time() {
         return (h.base_offset, h.max_timestamp);
     }
+    let records = batch_bytes.get(BATCH_HEADER_BYTES..h.total_bytes().min(batch_bytes.len())).unwrap_or_default();
+    let inflated;
+    let records = if h.compression() == 0 {
+        records
+    } else {
+        match crate::protocol::compression::decompress(h.compression(), records, DECOMPRESSED_BATCH_BYTES_MAX) {
+            Ok(r) => {
+                inflated = r;
+                &inflated[..]
+            }
+            Err(e) => {
+                tracing::debug!(base_offset = h.base_offset, error = %e, "timestamp lookup: cannot open a compressed batch");
+                return (h.base_offset, h.max_timestamp);
+            }
+        }
+    };
     let mut found = None;
-    let _ = for_each_record_timestamp(batch_bytes, h, |offset_delta, ts| {
+    let _ = for_each_record_timestamp(records, h, |offset_delta, ts| {
         if found.is_none() && ts >= timestamp {
             found = Some((h.base_offset + offset_delta as i64, ts));
         }
@@ -1633,14 +1653,14 @@ async fn scan_segment(
     }
 }
 
-/// Calls `f(offset_delta, timestamp)` for each record of an uncompressed batch.
-/// Stops quietly at the first malformed record (stored batches were validated on append).
-fn for_each_record_timestamp(batch_bytes: &[u8], h: &BatchHeader, mut f: impl FnMut(i32, i64)) -> Option<()> {
-    let mut at = BATCH_HEADER_BYTES;
+/// Calls `f(offset_delta, timestamp)` for each record of a batch's (uncompressed)
+/// records area. Stops quietly at the first malformed record.
+fn for_each_record_timestamp(records: &[u8], h: &BatchHeader, mut f: impl FnMut(i32, i64)) -> Option<()> {
+    let mut at = 0;
     for _ in 0..h.records_count.max(0) {
-        let (len, n) = batch::read_varint(batch_bytes.get(at..)?)?;
+        let (len, n) = batch::read_varint(records.get(at..)?)?;
         let body_start = at + n;
-        let body = batch_bytes.get(body_start..body_start + usize::try_from(len).ok()?)?;
+        let body = records.get(body_start..body_start + usize::try_from(len).ok()?)?;
         let (ts_delta, n1) = batch::read_varlong(body.get(1..)?)?;
         let (off_delta, _) = batch::read_varint(body.get(1 + n1..)?)?;
         f(off_delta, h.base_timestamp.wrapping_add(ts_delta));
@@ -3053,6 +3073,90 @@ mod tests {
         .expect("test thread");
     }
 
+    /// A batch of `n` records whose timestamps step by 10 ms, compressed with `codec`.
+    fn timed_batch(n: i32, base_ts: i64, codec: u8) -> BytesMut {
+        use bytes::BufMut;
+        use std::io::Write;
+        let mut records = BytesMut::new();
+        for i in 0..n {
+            let mut body = BytesMut::new();
+            body.put_i8(0);
+            batch::put_varlong(&mut body, i as i64 * 10);
+            batch::put_varint(&mut body, i);
+            batch::put_varint(&mut body, -1);
+            let v = format!("value-{i}");
+            batch::put_varint(&mut body, v.len() as i32);
+            body.put_slice(v.as_bytes());
+            batch::put_varint(&mut body, 0);
+            batch::put_varint(&mut records, body.len() as i32);
+            records.put_slice(&body);
+        }
+        let area: Vec<u8> = match codec {
+            0 => records.to_vec(),
+            1 => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                e.write_all(&records).unwrap();
+                e.finish().unwrap()
+            }
+            2 => snap::raw::Encoder::new().compress_vec(&records).unwrap(),
+            3 => {
+                let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+                e.write_all(&records).unwrap();
+                e.finish().unwrap()
+            }
+            _ => zstd::stream::encode_all(&records[..], 3).unwrap(),
+        };
+        let mut out = BytesMut::new();
+        out.put_i64(0);
+        out.put_i32((BATCH_HEADER_BYTES - 12 + area.len()) as i32);
+        out.put_i32(-1);
+        out.put_i8(2);
+        out.put_u32(0);
+        out.put_i16(codec as i16);
+        out.put_i32(n - 1);
+        out.put_i64(base_ts);
+        out.put_i64(base_ts + (n as i64 - 1) * 10);
+        out.put_i64(-1);
+        out.put_i16(-1);
+        out.put_i32(-1);
+        out.put_i32(n);
+        out.put_slice(&area);
+        batch::fix_crc(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn timestamp_lookup_finds_the_record_inside_compressed_batches() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let log = PartitionLog::open(d.clone(), cfg(1 << 20)).await.unwrap();
+            let mut bases = Vec::new();
+            for codec in 0..=4u8 {
+                let ts = 1_000_000 + codec as i64 * 1000;
+                let info = log.append(timed_batch(20, ts, codec), 0, Durability::Synced).await.unwrap();
+                bases.push((codec, ts, info.base_offset));
+            }
+            for reopened in [false, true] {
+                let log = if reopened {
+                    log.close().await.unwrap();
+                    reopen(&d, cfg(1 << 20)).await
+                } else {
+                    log.clone()
+                };
+                for &(codec, ts, base) in &bases {
+                    let got = log.offset_for_timestamp(ts + 35).await.unwrap();
+                    assert_eq!(got, Some((base + 4, ts + 40)), "codec {codec}, reopened {reopened}");
+                    let got = log.offset_for_timestamp(ts).await.unwrap();
+                    assert_eq!(got, Some((base, ts)), "codec {codec}, reopened {reopened}: the batch's first record");
+                }
+                if reopened {
+                    log.close().await.unwrap();
+                }
+            }
+        });
+    }
+
     // ------------------------------------------------------------------------------------
     // Random operation sequences against the model
     // ------------------------------------------------------------------------------------
@@ -3085,26 +3189,17 @@ mod tests {
         }
         let in_active: Vec<&Stored> = m.batches.iter().filter(|b| b.base >= active).collect();
         let data: u64 = in_active.iter().map(|b| b.bytes.len() as u64).sum();
-        let len = file_len(&path);
+        let original = std::fs::read(&path).unwrap();
+        let len = original.len() as u64;
         assert!(len >= data, "{ctx}: active segment file shorter ({len}) than its data ({data})");
         let keep_from = m.durable_end.max(active);
         let durable_bytes: u64 = in_active.iter().filter(|b| b.base < keep_from).map(|b| b.bytes.len() as u64).sum();
-        let mut end = m.end();
         let mut tail_at = data;
         if rng.percent(60) {
             let cut = durable_bytes + rng.below(data - durable_bytes + 1);
             let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
             f.set_len(cut).unwrap();
             drop(f);
-            let mut at = 0;
-            end = active;
-            for b in &in_active {
-                at += b.bytes.len() as u64;
-                if at > cut {
-                    break;
-                }
-                end = b.last + 1;
-            }
             tail_at = cut;
         }
         match rng.below(4) {
@@ -3117,6 +3212,94 @@ mod tests {
                 f.set_len(tail_at + rng.range(1, 100_000) as u64).unwrap();
             }
             _ => {}
+        }
+        // What recovery must keep: the batches whose bytes are all still as written (a
+        // cut byte can come back by chance, e.g. a trailing zero restored by zero fill).
+        let now = std::fs::read(&path).unwrap();
+        let same = original.iter().zip(&now).take_while(|(a, b)| a == b).count() as u64;
+        let mut at = 0;
+        let mut end = active;
+        for b in &in_active {
+            at += b.bytes.len() as u64;
+            if at > same {
+                break;
+            }
+            end = b.last + 1;
+        }
+        end
+    }
+
+    /// Simulates a power loss on a fake disk that keeps only what was synced: every
+    /// 512-byte sector written since the last sync (by the log's own account: its durable
+    /// offset, and finalized segments) either reached the disk, kept its old content (the
+    /// synced bytes, zeros after them), or holds garbage from a torn sector write. The
+    /// sectors' fates are independent, a cut (a write that reached the disk up to some
+    /// sector), or all lost. Returns the log end recovery must find: the end of the last
+    /// batch whose bytes all lie before the first damaged byte.
+    async fn crash_and_tear(log: Rc<PartitionLog>, m: &Model, rng: &mut Rng, dir: &Path, ctx: &str) -> i64 {
+        const SECTOR: u64 = 512;
+        settle(&log).await;
+        let (segs, durable_offset): (Vec<(i64, bool)>, i64) = {
+            let st = log.st.borrow();
+            (st.segments.values().map(|s| (s.base_offset, s.finalized)).collect(), st.durable_offset)
+        };
+        assert!(durable_offset >= m.durable_end, "{ctx}: the log's durable offset is below what it acknowledged as durable");
+        crash(log).await;
+        let mut end = m.end();
+        for (i, &(base, finalized)) in segs.iter().enumerate() {
+            let next = segs.get(i + 1).map_or(i64::MAX, |s| s.0);
+            let path = path_of(dir, base, "log");
+            let Ok(original) = std::fs::read(&path) else { continue };
+            let in_seg: Vec<&Stored> = m.batches.iter().filter(|b| b.base >= base && b.base < next).collect();
+            let data: u64 = in_seg.iter().map(|b| b.bytes.len() as u64).sum();
+            let synced: u64 = if finalized {
+                data
+            } else {
+                in_seg.iter().filter(|b| b.last < durable_offset).map(|b| b.bytes.len() as u64).sum()
+            };
+            if synced == data {
+                continue;
+            }
+            let mut bytes = original.clone();
+            let from = synced / SECTOR * SECTOR;
+            let upto = (original.len() as u64).min(data.div_ceil(SECTOR) * SECTOR + SECTOR * rng.below(3));
+            let mode = rng.below(3);
+            let cut = from + rng.below((upto.saturating_sub(from)) / SECTOR + 1) * SECTOR;
+            let mut sector = from;
+            while sector < upto {
+                let fate = match mode {
+                    0 => match rng.below(10) {
+                        0..=5 => 0,
+                        6..=8 => 1,
+                        _ => 2,
+                    },
+                    1 => u64::from(sector >= cut),
+                    _ => 1,
+                };
+                let lo = sector.max(synced) as usize;
+                let hi = ((sector + SECTOR) as usize).min(bytes.len());
+                match fate {
+                    0 => {}
+                    1 => bytes[lo..hi].fill(0),
+                    _ => {
+                        let g = rng.bytes(hi - lo);
+                        bytes[lo..hi].copy_from_slice(&g);
+                    }
+                }
+                sector += SECTOR;
+            }
+            let Some(first_bad) = bytes.iter().zip(&original).position(|(a, b)| a != b) else { continue };
+            write_at(&path, 0, &bytes);
+            let mut at = 0usize;
+            let mut seg_end = base;
+            for b in &in_seg {
+                at += b.bytes.len();
+                if at > first_bad {
+                    break;
+                }
+                seg_end = b.last + 1;
+            }
+            end = end.min(seg_end);
         }
         end
     }
@@ -3134,11 +3317,15 @@ mod tests {
             let mut m = Model::default();
             let mut appended_bytes = 0usize;
             let mut evicted = false;
-            let mut kinds = [0usize; 101];
+            let mut kinds = [0usize; 111];
+            let mut torn_cuts = 0usize;
             for op in 0..ops {
                 let ctx = format!("opfuzz seed {seed} op {op}");
-                let kind = rng.below(100);
+                let kind = rng.below(110);
                 kinds[kind as usize] += 1;
+                if std::env::var_os("OPFUZZ_TRACE").is_some() {
+                    eprintln!("{ctx}: kind {kind}, log [{}, {}), durable {}", m.log_start, m.end(), m.durable_end);
+                }
                 match kind {
                     0..=29 => {
                         let b = random_batch(&mut rng);
@@ -3183,7 +3370,70 @@ mod tests {
                         m.durable_end = m.end();
                         check_all(&log, &m, &ctx).await;
                     }
-                    85..=89 => {
+                    88..=89 => {
+                        let end = crash_and_tear(log, &m, &mut rng, &d, &ctx).await;
+                        assert!(end >= m.durable_end, "{ctx}: the torn crash cut durable data");
+                        torn_cuts += usize::from(end < m.end());
+                        m.truncate(end);
+                        log = reopen(&d, c.clone()).await;
+                        m.durable_end = m.end();
+                        check_all(&log, &m, &ctx).await;
+                    }
+                    100..=104 => {
+                        // Disk full for a while: queued batches wait, appends and waits are
+                        // refused, reads go on; once space returns all is written unasked.
+                        settle(&log).await;
+                        let hw = log.high_watermark();
+                        let hits = WRITE_FAULTS_HIT.with(|h| h.get());
+                        inject_write_fault(Some(libc::ENOSPC));
+                        for _ in 0..rng.range(1, 4) {
+                            let b = random_batch(&mut rng);
+                            let mut stamped = b.clone();
+                            let info = log.append_now(&mut stamped, 3).expect("append before the flusher saw the full disk");
+                            m.push(&b, &info, 3);
+                        }
+                        for _ in 0..2000 {
+                            if WRITE_FAULTS_HIT.with(|h| h.get()) > hits && log.st.borrow().stalled.is_some() {
+                                break;
+                            }
+                            glommio::timer::sleep(Duration::from_millis(1)).await;
+                        }
+                        assert!(log.st.borrow().stalled.is_some(), "{ctx}: the log did not stall on ENOSPC");
+                        let refused = log.append(random_batch(&mut rng), 3, Durability::Queued).await;
+                        assert!(refused.is_err(), "{ctx}: append accepted on a full disk");
+                        assert!(log.wait_durable(m.end()).await.is_err(), "{ctx}: durability promised on a full disk");
+                        assert_eq!(log.high_watermark(), hw, "{ctx}: high watermark moved with nothing written");
+                        let off = rng.range(m.log_start, hw + 1);
+                        check_read(&log, &m, off, 64 * 1024, &ctx).await;
+                        inject_write_fault(None);
+                        for _ in 0..3000 {
+                            if log.high_watermark() == m.end() && log.st.borrow().stalled.is_none() {
+                                break;
+                            }
+                            glommio::timer::sleep(Duration::from_millis(1)).await;
+                        }
+                        assert_eq!(log.high_watermark(), m.end(), "{ctx}: queued batches not written after space returned");
+                    }
+                    105..=109 => {
+                        // EIO: the partition goes offline; a restart recovers what was written.
+                        settle(&log).await;
+                        let written = log.high_watermark();
+                        let hits = WRITE_FAULTS_HIT.with(|h| h.get());
+                        inject_write_fault(Some(libc::EIO));
+                        let b = random_batch(&mut rng);
+                        let r = log.append(b, 3, Durability::Written).await;
+                        inject_write_fault(None);
+                        assert!(r.is_err(), "{ctx}: a write that failed with EIO was acknowledged");
+                        assert!(WRITE_FAULTS_HIT.with(|h| h.get()) > hits, "{ctx}: no write was attempted");
+                        let again = log.append(random_batch(&mut rng), 3, Durability::Queued).await;
+                        assert!(again.is_err(), "{ctx}: an offline partition took an append");
+                        drop(log);
+                        m.truncate(written);
+                        log = reopen(&d, c.clone()).await;
+                        m.durable_end = m.end();
+                        check_all(&log, &m, &ctx).await;
+                    }
+                    85..=87 => {
                         let end = crash_and_mangle(log, &m, &mut rng, &d, &ctx).await;
                         assert!(end >= m.durable_end, "{ctx}: the crash model cut durable data");
                         m.truncate(end);
@@ -3242,14 +3492,17 @@ mod tests {
             }
             let count = |r: std::ops::RangeInclusive<usize>| kinds[r].iter().sum::<usize>();
             eprintln!(
-                "opfuzz seed {seed}: {} appends, {} reads, {} closes, {} crashes, {} retentions, {} deletes; \
-                 {} bytes appended, tail cache evicted: {evicted}, log [{}, {})",
+                "opfuzz seed {seed}: {} appends, {} reads, {} closes, {} crashes, {} torn crashes ({torn_cuts} lost data), {} retentions, \
+                 {} deletes, {} disk-full episodes, {} EIOs; {} bytes appended, tail cache evicted: {evicted}, log [{}, {})",
                 count(0..=56),
                 count(57..=76),
                 count(81..=84),
-                count(85..=89),
+                count(85..=87),
+                count(88..=89),
                 count(90..=94),
                 count(95..=99),
+                count(100..=104),
+                count(105..=109),
                 appended_bytes,
                 m.log_start,
                 m.end()
@@ -3266,6 +3519,13 @@ mod tests {
     fn opfuzz_random_operations_match_the_model() {
         if let Some(seed) = std::env::var("OPFUZZ_SEED").ok().and_then(|s| s.parse().ok()) {
             return opfuzz(seed, 400);
+        }
+        // A longer campaign: OPFUZZ_RUNS=N runs seeds 1000..1000+N.
+        if let Some(runs) = std::env::var("OPFUZZ_RUNS").ok().and_then(|s| s.parse::<u64>().ok()) {
+            for seed in 1000..1000 + runs {
+                opfuzz(seed, 300);
+            }
+            return;
         }
         for seed in [1, 2, 0xC0FFEE] {
             opfuzz(seed, 200);
