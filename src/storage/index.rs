@@ -42,6 +42,16 @@ impl OffsetIndex {
         }
     }
 
+    /// The last entry at or before `relative_offset` as (relative offset, position),
+    /// or (0, 0) when there is none: the batch at that position starts at that offset.
+    pub fn lookup_entry(&self, relative_offset: u32) -> (u32, u32) {
+        let idx = self.entries.partition_point(|&(o, _)| o <= relative_offset);
+        match idx.checked_sub(1).and_then(|i| self.entries.get(i)) {
+            Some(&e) => e,
+            None => (0, 0),
+        }
+    }
+
     /// Drops entries pointing at or beyond `position` (after a tail truncation).
     pub fn truncate_to_position(&mut self, position: u32) {
         let keep = self.entries.partition_point(|&(_, p)| p < position);
@@ -67,9 +77,13 @@ impl OffsetIndex {
         out
     }
 
-    /// Decodes an index file; `None` when it is malformed (wrong length, not
-    /// increasing, or pointing past `segment_size`), in which case it is rebuilt.
-    pub fn decode(bytes: &[u8], segment_size: u64) -> Option<OffsetIndex> {
+    /// Decodes an index file; `None` when it is malformed, in which case it is
+    /// rebuilt: a length that is not a multiple of the entry size, entries not
+    /// strictly increasing, an entry at position 0 or relative offset 0 (the first
+    /// batch of a segment is never indexed: it is at position 0 with offset 0), a
+    /// position past `segment_size`, or a relative offset at or beyond `offsets`
+    /// (the number of offsets the segment can hold: up to the next segment's base).
+    pub fn decode(bytes: &[u8], segment_size: u64, offsets: u64) -> Option<OffsetIndex> {
         if bytes.len() % 8 != 0 {
             return None;
         }
@@ -82,7 +96,7 @@ impl OffsetIndex {
                     return None;
                 }
             }
-            if p as u64 >= segment_size {
+            if o == 0 || p == 0 || p as u64 >= segment_size || o as u64 >= offsets {
                 return None;
             }
             index.entries.push((o, p));
@@ -142,7 +156,11 @@ impl TimeIndex {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Option<TimeIndex> {
+    /// Decodes a time index file; `None` when it is malformed: a length that is not
+    /// a multiple of the entry size, entries not strictly increasing, a negative
+    /// timestamp (batches without timestamps are not indexed), or a relative offset
+    /// at or beyond `offsets` (see [`OffsetIndex::decode`]).
+    pub fn decode(bytes: &[u8], offsets: u64) -> Option<TimeIndex> {
         if bytes.len() % 12 != 0 {
             return None;
         }
@@ -154,6 +172,9 @@ impl TimeIndex {
                 if t <= lt || o <= lo {
                     return None;
                 }
+            }
+            if t < 0 || o as u64 >= offsets {
+                return None;
             }
             index.entries.push((t, o));
         }
@@ -190,12 +211,22 @@ mod tests {
         idx.append(3, 100);
         idx.append(7, 900);
         let bytes = idx.encode();
-        assert_eq!(OffsetIndex::decode(&bytes, 1000), Some(idx.clone()));
-        assert_eq!(OffsetIndex::decode(&bytes, 900), None, "entry past segment end");
-        assert_eq!(OffsetIndex::decode(&bytes[..7], 1000), None);
+        assert_eq!(OffsetIndex::decode(&bytes, 1000, 100), Some(idx.clone()));
+        assert_eq!(OffsetIndex::decode(&bytes, 900, 100), None, "entry past segment end");
+        assert_eq!(OffsetIndex::decode(&bytes, 1000, 7), None, "offset at or past the next segment's base");
+        assert_eq!(OffsetIndex::decode(&bytes, 1000, 8), Some(idx.clone()));
+        assert_eq!(OffsetIndex::decode(&bytes[..7], 1000, 100), None);
         let mut swapped = bytes[8..].to_vec();
         swapped.extend_from_slice(&bytes[..8]);
-        assert_eq!(OffsetIndex::decode(&swapped, 1000), None);
+        assert_eq!(OffsetIndex::decode(&swapped, 1000, 100), None);
+        assert_eq!(OffsetIndex::decode(&[0u8; 8], 1000, 100), None, "a zeroed entry");
+        assert_eq!(OffsetIndex::decode(&[0u8; 64], 1000, 100), None, "zeroed entries");
+        assert_eq!(OffsetIndex::decode(&[0xff; 16], 1000, 100), None, "0xff garbage");
+        assert_eq!(OffsetIndex::decode(&[], 1000, 100), Some(OffsetIndex::default()));
+        assert_eq!(idx.lookup_entry(2), (0, 0));
+        assert_eq!(idx.lookup_entry(3), (3, 100));
+        assert_eq!(idx.lookup_entry(6), (3, 100));
+        assert_eq!(idx.lookup_entry(70), (7, 900));
     }
 
     #[test]
@@ -211,7 +242,11 @@ mod tests {
         assert_eq!(t.lookup(201), 5);
         assert_eq!(t.lookup(300), 5);
         assert_eq!(t.lookup(301), 9);
-        assert_eq!(TimeIndex::decode(&t.encode()), Some(t.clone()));
+        assert_eq!(TimeIndex::decode(&t.encode(), 10), Some(t.clone()));
+        assert_eq!(TimeIndex::decode(&t.encode(), 9), None, "offset at or past the next segment's base");
+        assert_eq!(TimeIndex::decode(&t.encode()[..20], 10), None, "truncated");
+        assert_eq!(TimeIndex::decode(&[0u8; 24], 10), None, "zeroed entries");
+        assert_eq!(TimeIndex::decode(&[0xff; 12], 10), None, "negative timestamp");
         t.truncate_to_offset(6);
         assert_eq!(t.len(), 2);
     }

@@ -28,12 +28,36 @@
 //! to its length and gets its index files before the next segment is written.
 //!
 //! # Recovery
-//! Closed segments with index files were finalized after an fdatasync and are
-//! trusted. After a clean shutdown (marker file `clean.shutdown`) the active
-//! segment's files are trusted too. Otherwise the active segment and any
-//! segment without indexes is scanned: every batch's length, CRC and offset
-//! continuity is checked, the first bad byte and everything after it is
-//! truncated, and the indexes are rebuilt.
+//! What is checked when (garbage on disk: truncated, zeroed or bit-flipped files):
+//!
+//! - **At startup, index files** of every segment trusted to have them (closed
+//!   segments; the active one after a clean shutdown, marker file
+//!   `clean.shutdown`) are validated without reading the segment: a length that
+//!   is a multiple of the entry size, strictly increasing entries, offset-index
+//!   positions inside the segment file and never 0, relative offsets below the
+//!   next segment's base, time-index timestamps not negative, and a non-empty
+//!   time index for a closed segment holding data. An invalid (zeroed, truncated,
+//!   garbage) or missing index file is logged and both indexes are rebuilt by
+//!   scanning that segment, keeping its batches.
+//! - **At startup, segment data** is scanned only where it is not known to be
+//!   whole: the active segment after a crash, and any segment whose indexes are
+//!   rebuilt. Every batch's length, CRC and offset continuity is checked, and the
+//!   first bad byte and everything after it is truncated. When what is cut off is
+//!   not only zeros (space written ahead) the file as found is first copied to
+//!   `<segment>.log.corrupt-<unix ms>`; if the torn segment is not the last one,
+//!   the later segments are set aside whole as `<segment>.log.orphaned-<unix ms>`
+//!   (empty ones are deleted). Both are reported in a warning naming the file and
+//!   stay until an operator removes them. Closed segments with valid indexes are
+//!   not scanned (they were finalized after an fdatasync, and scanning every
+//!   segment at every start would make starts slow for big logs).
+//! - **At every read from disk**, each batch read is checked before it is
+//!   served: header, length within the written end, CRC and offset continuity
+//!   from the index entry the read starts at. At the first bad batch the read
+//!   returns the good batches before it, or, when there are none, a
+//!   [`LogError::Io`] (the fetch answers `KAFKA_STORAGE_ERROR` for that partition
+//!   only; the log keeps serving everything else and taking appends). The first
+//!   bad batch found in a segment is logged once, with its file and position.
+//!   Batches served from the in-memory tail were checked when appended.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -221,6 +245,8 @@ struct State {
     producers: ProducerStates,
     /// Producer-state snapshots taken at rolls, written by the flusher: (offset, bytes).
     snapshots: Vec<(i64, Vec<u8>)>,
+    /// Segments (by base offset) in which a read found a corrupt batch, already logged.
+    corrupt_segments: std::collections::BTreeSet<i64>,
 }
 
 impl State {
@@ -367,12 +393,22 @@ impl PartitionLog {
         }
         if let Some(i) = truncated_at {
             // A segment before the last one was torn: nothing after it can be trusted.
+            // Their batches may be intact: a non-empty one is set aside, not deleted.
             for &base in &bases[i + 1..] {
-                tracing::warn!(dir = %dir.display(), base, "removing segment after a torn one");
-                for ext in ["log", "index", "timeindex"] {
+                let path = segment_file(&dir, base, "log");
+                if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+                    let aside = quarantine_path(&path, "orphaned");
+                    std::fs::rename(&path, &aside).map_err(|e| io_err(&format!("renaming {}", path.display()), e))?;
+                    tracing::warn!(segment = %path.display(), quarantine = %aside.display(), "setting aside a segment after a torn one");
+                } else {
+                    tracing::warn!(segment = %path.display(), "removing an empty segment after a torn one");
+                    let _ = std::fs::remove_file(&path);
+                }
+                for ext in ["index", "timeindex"] {
                     let _ = std::fs::remove_file(segment_file(&dir, base, ext));
                 }
             }
+            sync_parent_dir(&segment_file(&dir, 0, "log")).map_err(|e| io_err("syncing the partition directory", e))?;
         }
         // The active segment's index files describe it only until it is written again.
         if let Some((&base, _)) = segments.iter().next_back() {
@@ -427,6 +463,7 @@ impl PartitionLog {
             offset_of_max_timestamp: max_ts_off,
             producers: ProducerStates::default(),
             snapshots: Vec::new(),
+            corrupt_segments: std::collections::BTreeSet::new(),
         };
         st.assert_offsets();
         let log = Rc::new(PartitionLog {
@@ -1121,13 +1158,37 @@ impl PartitionLog {
                 (seg, offset)
             };
             let rel = (offset - seg.base_offset).max(0) as u32;
-            let position = seg.index.lookup(rel) as u64;
-            (result, seg.file.clone().map(|f| (f, position, seg.written)))
+            let (indexed, position) = seg.index.lookup_entry(rel);
+            let expected = seg.base_offset + indexed as i64;
+            (result, seg.file.clone().map(|f| (f, seg.base_offset, position as u64, expected, seg.written)))
         };
-        let Some((file, position, end)) = disk else {
+        let Some((file, base, position, expected, end)) = disk else {
             return Ok(result);
         };
-        result.records = read_batches(&file, position, end, offset, max_bytes).await?;
+        let (records, corrupt) = read_batches(&file, position, end, expected, offset, max_bytes).await?;
+        if let Some(c) = corrupt {
+            let path = segment_file(&self.dir, base, "log");
+            if self.st.borrow_mut().corrupt_segments.insert(base) {
+                tracing::error!(
+                    segment = %path.display(),
+                    position = c.position,
+                    offset = c.offset,
+                    reason = %c.reason,
+                    "corrupt batch in a segment file: it and what follows it in the segment are not served; \
+                     fetches reaching it get KAFKA_STORAGE_ERROR"
+                );
+            }
+            if records.is_empty() {
+                return Err(LogError::Io(format!(
+                    "corrupt batch at offset {} (position {} of {}): {}",
+                    c.offset,
+                    c.position,
+                    path.display(),
+                    c.reason
+                )));
+            }
+        }
+        result.records = records;
         Ok(result)
     }
 
@@ -1377,20 +1438,49 @@ async fn read_range(file: &DmaFile, pos: u64, end: u64, out: &mut BytesMut) -> R
     Ok(())
 }
 
+/// A batch that a disk read found damaged and did not serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Corruption {
+    /// Its position in the segment file.
+    position: u64,
+    /// The offset it should start at.
+    offset: i64,
+    reason: String,
+}
+
 /// Reads whole batches from `position` up to `end` in a segment, skipping
 /// batches wholly below `offset`, until `max_bytes` (at least one batch).
-async fn read_batches(file: &DmaFile, position: u64, end: u64, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+///
+/// Every batch read is checked before anything is served: its header (magic,
+/// length within the written end), its CRC and its offset continuity (the batch at
+/// `position` starts at `expected_base`, each next one where the previous one
+/// ended; the base offset is outside the CRC). At the first bad batch the read
+/// stops: the batches before it are returned, with the [`Corruption`] found.
+async fn read_batches(
+    file: &DmaFile,
+    position: u64,
+    end: u64,
+    expected_base: i64,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<(Bytes, Option<Corruption>), LogError> {
     // Everything read stays in `buf`; the answer is the slice [first, taken) of it,
     // handed out without another copy.
     let mut buf = BytesMut::new();
     let mut pos = position;
     let mut at = 0usize;
     let mut first: Option<usize> = None;
+    let mut expected = expected_base;
+    let mut corrupt = None;
+    let bad = |at: usize, offset: i64, reason: String| Some(Corruption { position: position + at as u64, offset, reason });
     loop {
         let taken = at - first.unwrap_or(at);
         // Make sure a whole header is buffered, then the whole batch.
         let Some(rest) = buf.get(at..).filter(|r| r.len() >= BATCH_HEADER_BYTES) else {
             if pos >= end {
+                if at < buf.len() {
+                    corrupt = bad(at, expected, format!("{} bytes at the end of the segment are no whole batch", buf.len() - at));
+                }
                 break;
             }
             let want = (end - pos).min((max_bytes.saturating_sub(taken).max(64 * 1024) as u64).min(DMA_READ_BYTES_MAX as u64));
@@ -1398,34 +1488,57 @@ async fn read_batches(file: &DmaFile, position: u64, end: u64, offset: i64, max_
             pos += want;
             continue;
         };
-        let h = BatchHeader::parse(rest).map_err(|e| io_err("corrupt batch header on disk", e))?;
-        let total = h.total_bytes();
-        if rest.len() < total {
-            if pos >= end {
-                return Err(LogError::Io("batch extends past the written end of its segment".into()));
+        let h = match BatchHeader::parse(rest) {
+            Ok(h) => h,
+            Err(e) => {
+                corrupt = bad(at, expected, format!("unreadable batch header: {e}"));
+                break;
             }
+        };
+        if h.magic != 2 || h.total_bytes() < BATCH_HEADER_BYTES {
+            corrupt = bad(at, expected, format!("invalid batch header (magic {}, length {})", h.magic, h.batch_length));
+            break;
+        }
+        if h.base_offset != expected {
+            corrupt = bad(at, expected, format!("batch starts at offset {}, expected {expected}", h.base_offset));
+            break;
+        }
+        let total = h.total_bytes();
+        if position + (at + total) as u64 > end {
+            corrupt = bad(at, expected, format!("batch of {total} bytes extends past the written end {end} of the segment"));
+            break;
+        }
+        if rest.len() < total {
             let want = ((total - rest.len()) as u64).max(64 * 1024).min(end - pos);
             read_range(file, pos, pos + want, &mut buf).await?;
             pos += want;
             continue;
         }
+        if taken > 0 && taken + total > max_bytes {
+            break;
+        }
+        if let Err(e) = batch::check_stored_batch(&rest[..total]) {
+            corrupt = bad(at, expected, e.to_string());
+            break;
+        }
+        if h.last_offset() < h.base_offset {
+            corrupt = bad(at, expected, format!("negative last offset delta {}", h.last_offset_delta));
+            break;
+        }
+        expected = h.last_offset() + 1;
         if h.last_offset() < offset {
             at += total;
             continue;
         }
-        if taken > 0 && taken + total > max_bytes {
-            break;
-        }
-        batch::check_stored_batch(&rest[..total]).map_err(|e| io_err("corrupt batch on disk", e))?;
         first.get_or_insert(at);
         at += total;
         if at - first.unwrap_or(at) >= max_bytes {
             break;
         }
     }
-    let Some(first) = first else { return Ok(Bytes::new()) };
+    let Some(first) = first else { return Ok((Bytes::new(), corrupt)) };
     buf.truncate(at);
-    Ok(buf.split_off(first).freeze())
+    Ok((buf.split_off(first).freeze(), corrupt))
 }
 
 /// Inside one batch, the offset and timestamp of the first record with a
@@ -1493,6 +1606,47 @@ async fn dma_open_segment(path: &Path, create: bool) -> Result<DmaFile, LogError
     Ok(file)
 }
 
+/// `<segment file>.<what>-<unix ms>`: where a damaged or orphaned segment file is set aside.
+/// These names end in neither `.log` nor an index extension, so the log ignores them;
+/// they stay until an operator removes them.
+fn quarantine_path(path: &Path, what: &str) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".{what}-{}", now_ms()));
+    path.with_file_name(name)
+}
+
+/// Copies a segment file, as found, to its quarantine path (synced) and returns that path.
+async fn quarantine_copy(path: &Path) -> Result<PathBuf, LogError> {
+    let from = path.to_path_buf();
+    let to = quarantine_path(path, "corrupt");
+    let shown = to.display().to_string();
+    glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<PathBuf> {
+            std::fs::copy(&from, &to)?;
+            std::fs::File::open(&to)?.sync_all()?;
+            sync_parent_dir(&to)?;
+            Ok(to)
+        })
+        .await
+        .map_err(|e| io_err(&format!("writing the quarantine copy {shown}"), e))
+}
+
+/// Whether bytes `[from, to)` of a segment file are all zeros (read in DMA-sized pieces,
+/// stopping at the first non-zero byte).
+async fn all_zeros(file: &DmaFile, from: u64, to: u64) -> Result<bool, LogError> {
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(DMA_READ_BYTES_MAX as u64);
+        let mut piece = BytesMut::new();
+        read_range(file, at, at + n, &mut piece).await?;
+        if piece.iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        at += n;
+    }
+    Ok(true)
+}
+
 /// Loads one segment. Returns it and whether it was found shorter than its file (torn).
 async fn load_segment(
     dir: &Path,
@@ -1515,8 +1669,40 @@ async fn load_segment(
         }
     }
     let trusted = if is_last { clean } else { true };
-    let index = std::fs::read(segment_file(dir, base, "index")).ok().and_then(|b| OffsetIndex::decode(&b, file_size.max(1)));
-    let time_index = std::fs::read(segment_file(dir, base, "timeindex")).ok().and_then(|b| TimeIndex::decode(&b));
+    // The offsets this segment can hold: up to the next segment's base.
+    let offsets = match next_base {
+        Some(n) => u64::try_from(n - base).unwrap_or(0),
+        None => 1 << 32,
+    };
+    let (index, time_index) = if trusted {
+        let index_path = segment_file(dir, base, "index");
+        let time_index_path = segment_file(dir, base, "timeindex");
+        let index_bytes = std::fs::read(&index_path).ok();
+        let time_index_bytes = std::fs::read(&time_index_path).ok();
+        let index = index_bytes.as_deref().and_then(|b| OffsetIndex::decode(b, file_size.max(1), offsets));
+        // Every batch written since the v2 format has a timestamp: an empty time index
+        // for a segment holding data was truncated (or zeroed to nothing).
+        let time_index = time_index_bytes
+            .as_deref()
+            .and_then(|b| TimeIndex::decode(b, offsets))
+            .filter(|t| !t.is_empty() || file_size == 0 || is_last);
+        for (path, bytes, valid) in [
+            (&index_path, &index_bytes, index.is_some()),
+            (&time_index_path, &time_index_bytes, time_index.is_some()),
+        ] {
+            if let (Some(bytes), false) = (bytes, valid) {
+                tracing::warn!(
+                    file = %path.display(),
+                    bytes = bytes.len(),
+                    segment_bytes = file_size,
+                    "invalid index file (truncated, zeroed or garbage): rebuilding the segment's indexes by scanning it"
+                );
+            }
+        }
+        (index, time_index)
+    } else {
+        (None, None)
+    };
     let mut short = false;
     match (trusted, index, time_index) {
         (true, Some(index), Some(time_index)) if !is_last => {
@@ -1552,14 +1738,17 @@ async fn load_segment(
                     let peek_end = file_size.min(scanned + 64 * 1024);
                     let mut after = BytesMut::new();
                     read_range(&file, scanned, peek_end, &mut after).await?;
-                    if after.iter().all(|b| *b == 0) {
+                    if after.iter().all(|b| *b == 0) && all_zeros(&file, peek_end, file_size).await? {
                         tracing::info!(segment = %path.display(), valid_bytes = scanned, file_bytes = file_size, "trimming unwritten space after the last batch");
                     } else {
+                        // The bytes cut off may hold data a person can still save: keep them.
+                        let quarantine = quarantine_copy(&path).await?;
                         tracing::warn!(
                             segment = %path.display(),
                             valid_bytes = scanned,
                             file_bytes = file_size,
-                            "truncating torn or corrupt segment tail"
+                            quarantine = %quarantine.display(),
+                            "truncating torn or corrupt segment tail; the whole file as found is kept in the quarantine copy"
                         );
                     }
                 }
@@ -1568,6 +1757,14 @@ async fn load_segment(
                 short = true;
             }
             seg.finalized = !is_last;
+            if let Some(next) = next_base.filter(|&n| !short && seg.next_offset != n) {
+                tracing::warn!(
+                    segment = %path.display(),
+                    end_offset = seg.next_offset,
+                    next_base = next,
+                    "the segment's batches end at end_offset but the next segment starts at next_base"
+                );
+            }
             if !is_last {
                 let mut ti = seg.time_index.clone();
                 if seg.max_timestamp >= 0 {
@@ -1627,6 +1824,10 @@ async fn scan_segment(
             Ok(_) => return Ok(pos),
             Err(_) => BATCH_HEADER_BYTES,
         };
+        if pos + need as u64 > file_size {
+            // A torn last batch, or a damaged length: not read into memory.
+            return Ok(pos);
+        }
         if buf.len() < need {
             let have_end = buf_pos + buf.len() as u64;
             if have_end >= file_size {
@@ -3154,6 +3355,321 @@ mod tests {
                     log.close().await.unwrap();
                 }
             }
+        });
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Garbage on disk: corrupt segments, invalid index files, quarantine
+    // ------------------------------------------------------------------------------------
+
+    /// Empties the tail cache so that every read goes to disk.
+    fn evict_cache(log: &PartitionLog) {
+        let mut st = log.st.borrow_mut();
+        st.cache.clear();
+        st.cache_bytes = 0;
+    }
+
+    /// Reads at `offset`: either a storage error, or whole batches identical to the model's
+    /// starting with the one holding `offset`. Returns the records returned (empty on error).
+    async fn read_good_or_error(log: &PartitionLog, m: &Model, offset: i64, max_bytes: usize, ctx: &str) -> Result<usize, String> {
+        match log.read(offset, max_bytes).await {
+            Err(LogError::Io(e)) => Err(e),
+            Err(e) => panic!("{ctx}: read({offset}) gave {e:?}"),
+            Ok(r) => {
+                let got = split_batches(&r.records);
+                assert!(!got.is_empty() || offset >= m.end(), "{ctx}: read({offset}) returned nothing and no error");
+                let first = m.index_of(offset);
+                for (k, b) in got.iter().enumerate() {
+                    assert_eq!(b[..], m.batches[first + k].bytes[..], "{ctx}: read({offset}) batch #{k} differs from what was appended");
+                }
+                Ok(got.len())
+            }
+        }
+    }
+
+    /// Segment bases with the model indexes of their batches, for the segments before the last.
+    fn closed_segments(log: &PartitionLog, m: &Model) -> Vec<(i64, i64, Vec<usize>)> {
+        let bases: Vec<i64> = log.st.borrow().segments.keys().copied().collect();
+        bases
+            .windows(2)
+            .map(|w| (w[0], w[1], (0..m.batches.len()).filter(|&j| m.batches[j].base >= w[0] && m.batches[j].base < w[1]).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn corrupt_batches_in_finalized_segments_are_never_served() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let c = cfg(16 * 1024);
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..60u64 {
+                append_synced(&log, &mut m, make_batch(i, 1 + i as usize % 3, 900 + (i as usize * 577) % 1500, 7)).await;
+            }
+            settle(&log).await;
+            evict_cache(&log);
+            check_all(&log, &m, "before damage").await;
+            let segs: Vec<(i64, i64, Vec<usize>)> =
+                closed_segments(&log, &m).into_iter().filter(|(_, _, js)| js.len() >= 3).collect();
+            assert!(segs.len() >= 4, "need segments of three batches or more: {segs:?}");
+            let pos = |j: usize, base: i64| -> u64 {
+                m.batches.iter().filter(|b| b.base >= base && b.base < m.batches[j].base).map(|b| b.bytes.len() as u64).sum()
+            };
+            // Damage the second batch of four finalized segments, each in another way:
+            // a record byte (inside the CRC), the CRC, the base offset and the length
+            // (both outside the CRC).
+            let mut damaged = Vec::new();
+            for (n, field) in [("record", None), ("crc", Some(18u64)), ("base offset", Some(7)), ("length", Some(9))].into_iter().enumerate() {
+                let (base, next, js) = &segs[n];
+                let j = js[1];
+                let at = pos(j, *base) + field.1.unwrap_or(m.batches[j].bytes.len() as u64 / 2);
+                flip_byte(&path_of(&d, *base, "log"), at);
+                damaged.push((*base, *next, j, field.0));
+            }
+            for &(base, next, j, what) in &damaged {
+                let ctx = format!("damaged {what} in segment {base}");
+                // From the segment's first batch: that batch only, nothing of the damaged one.
+                let r = log.read(base, 1 << 30).await.unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                assert_eq!(r.records[..], m.batches[j - 1].bytes[..], "{ctx}: only the good batch before the damage");
+                // At the damaged batch: a storage error, whatever the limit.
+                for max in [1, 1 << 30] {
+                    match log.read(m.batches[j].base, max).await {
+                        Err(LogError::Io(e)) => assert!(e.contains("corrupt batch"), "{ctx}: {e}"),
+                        other => panic!("{ctx}: read of the damaged batch gave {other:?}"),
+                    }
+                }
+                // Every offset of the segment: good bytes or an error, never the damaged batch.
+                for off in base..next {
+                    for max in [1, 1 << 30] {
+                        let _ = read_good_or_error(&log, &m, off, max, &ctx).await;
+                    }
+                }
+                assert!(log.st.borrow().corrupt_segments.contains(&base), "{ctx}: reported");
+            }
+            // The other segments are served as before, and appends go on.
+            let hit: Vec<(i64, i64)> = damaged.iter().map(|&(b, n, _, _)| (b, n)).collect();
+            for off in 0..m.end() {
+                if !hit.iter().any(|&(b, n)| off >= b && off < n) {
+                    check_read(&log, &m, off, 1 << 30, "undamaged segments").await;
+                }
+            }
+            append_synced(&log, &mut m, make_batch(99, 2, 100, 7)).await;
+            let last = m.batches.last().unwrap().base;
+            check_read(&log, &m, last, 1 << 30, "append after damage").await;
+            // After a restart too: finalized segments are not scanned, reads still check.
+            log.close().await.unwrap();
+            drop(log);
+            let log = reopen(&d, c).await;
+            assert_eq!(log.log_end_offset(), m.end());
+            for &(base, _, j, what) in &damaged {
+                assert!(matches!(log.read(m.batches[j].base, 1 << 30).await, Err(LogError::Io(_))), "{what}: after reopen");
+                let r = log.read(base, 1 << 30).await.unwrap();
+                assert_eq!(r.records[..], m.batches[j - 1].bytes[..], "{what}: after reopen");
+            }
+        });
+    }
+
+    #[test]
+    fn a_corrupt_batch_in_the_active_segment_is_not_served_from_disk() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let mut c = cfg(1 << 20);
+            c.index_interval_bytes = 1 << 20;
+            let log = PartitionLog::open(d.clone(), c).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..6u64 {
+                append_synced(&log, &mut m, make_batch(i, 2, 3000, 7)).await;
+            }
+            settle(&log).await;
+            evict_cache(&log);
+            let p2: u64 = m.batches[..2].iter().map(|b| b.bytes.len() as u64).sum();
+            flip_byte(&path_of(&d, 0, "log"), p2 + 100);
+            let r = log.read(0, 1 << 30).await.unwrap();
+            assert_eq!(r.records.len(), p2 as usize, "the two batches before the damage");
+            assert!(matches!(log.read(m.batches[2].base, 1).await, Err(LogError::Io(_))));
+            for b in &m.batches[2..] {
+                assert!(matches!(log.read(b.base, 1).await, Err(LogError::Io(_))), "no index entry past the damage");
+            }
+        });
+    }
+
+    #[test]
+    fn invalid_index_files_are_rebuilt_at_startup() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let mut c = cfg(8 * 1024);
+            c.index_interval_bytes = 1024;
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..150u64 {
+                append_synced(&log, &mut m, make_batch(i, 1 + i as usize % 3, 300 + (i as usize * 577) % 700, 1000 + i as i64)).await;
+            }
+            log.close().await.unwrap();
+            drop(log);
+            let bases: Vec<i64> = log_files(&d).keys().copied().collect();
+            assert!(bases.len() >= 12, "{bases:?}");
+            let original = |base: i64, ext: &str| std::fs::read(path_of(&d, base, ext)).unwrap();
+            let originals: Vec<(Vec<u8>, Vec<u8>)> =
+                bases[..bases.len() - 1].iter().map(|&b| (original(b, "index"), original(b, "timeindex"))).collect();
+            for (b, (i, t)) in bases.iter().zip(&originals) {
+                assert!(i.len() >= 8 && t.len() >= 12, "segment {b} has index entries");
+            }
+            let mut rng = Rng(crate::util::SplitMix64::new(77));
+            let seg_len = |b: i64| file_len(&path_of(&d, b, "log")) as u32;
+            let mangles: Vec<(&str, &str, Vec<u8>)> = vec![
+                ("index", "zeroed", vec![0; originals[0].0.len()]),
+                ("index", "truncated", originals[1].0[..originals[1].0.len() - 3].to_vec()),
+                ("index", "random", rng.bytes(originals[2].0.len())),
+                ("index", "random, whole entries", rng.bytes(64)),
+                ("index", "past the segment end", {
+                    let mut v = originals[4].0.clone();
+                    v.extend_from_slice(&900_000u32.to_be_bytes());
+                    v.extend_from_slice(&(seg_len(bases[4]) + 10).to_be_bytes());
+                    v
+                }),
+                ("index", "past the next segment's base", {
+                    let mut v = originals[5].0.clone();
+                    v.extend_from_slice(&((bases[6] - bases[5]) as u32).to_be_bytes());
+                    v.extend_from_slice(&(seg_len(bases[5]) - 1).to_be_bytes());
+                    v
+                }),
+                ("timeindex", "zeroed", vec![0; originals[6].1.len().max(24)]),
+                ("timeindex", "truncated", originals[7].1[..originals[7].1.len() - 5].to_vec()),
+                ("timeindex", "emptied", Vec::new()),
+                ("timeindex", "random", rng.bytes(originals[9].1.len())),
+                ("timeindex", "past the next segment's base", {
+                    let mut v = originals[10].1.clone();
+                    v.extend_from_slice(&i64::MAX.to_be_bytes());
+                    v.extend_from_slice(&((bases[11] - bases[10]) as u32).to_be_bytes());
+                    v
+                }),
+            ];
+            for (k, (ext, _, bytes)) in mangles.iter().enumerate() {
+                std::fs::write(path_of(&d, bases[k], ext), bytes).unwrap();
+            }
+            let log = reopen(&d, c.clone()).await;
+            check_every_offset(&log, &m, "after invalid index files").await;
+            for (k, (ext, what, _)) in mangles.iter().enumerate() {
+                let (i, t) = &originals[k];
+                assert_eq!(&original(bases[k], "index"), i, "{ext} {what}: offset index rebuilt as it was");
+                assert_eq!(&original(bases[k], "timeindex"), t, "{ext} {what}: time index rebuilt as it was");
+            }
+            for off in [1000, 1010, 1030, 1059, 1149] {
+                let want = m.batches.get((off - 1000) as usize).map(|b| b.base);
+                let got = log.offset_for_timestamp(off).await.unwrap().map(|(o, _)| o);
+                assert_eq!(got.map(|o| m.batches[m.index_of(o)].base), want, "time lookup {off}");
+            }
+            assert_eq!(log.segment_count(), bases.len(), "no segment lost");
+            log.close().await.unwrap();
+            drop(log);
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "reopen after the rebuild").await;
+            crash(log).await;
+            let log = reopen(&d, c).await;
+            check_all(&log, &m, "crash after the rebuild").await;
+        });
+    }
+
+    /// Files in `dir` whose names contain `what` (quarantine copies), with their contents.
+    fn quarantined(dir: &Path, what: &str) -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let name = e.file_name().into_string().ok()?;
+                name.contains(what).then(|| (name, std::fs::read(e.path()).unwrap()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_corrupt_tail_is_quarantined_before_it_is_truncated() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let c = cfg(1 << 20);
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..10u64 {
+                append_synced(&log, &mut m, make_batch(i, 2, 500 + 300 * i as usize, 7)).await;
+            }
+            crash(log).await;
+            let seg = path_of(&d, 0, "log");
+            let p4: u64 = m.batches[..4].iter().map(|b| b.bytes.len() as u64).sum();
+            // Garbage in the middle, valid batches after it.
+            flip_byte(&seg, p4 + 70);
+            let damaged = std::fs::read(&seg).unwrap();
+            m.truncate(m.batches[4].base);
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "after a corrupt middle batch").await;
+            assert_eq!(file_len(&seg), p4);
+            let q = quarantined(&d, ".log.corrupt-");
+            assert_eq!(q.len(), 1, "one quarantine copy: {:?}", q.keys());
+            let (name, bytes) = q.iter().next().unwrap();
+            assert!(name.starts_with("00000000000000000000.log.corrupt-"), "{name}");
+            assert_eq!(bytes, &damaged, "the quarantine copy holds the file as found");
+            append_synced(&log, &mut m, make_batch(50, 1, 10, 7)).await;
+            crash(log).await;
+
+            // Zeros after the data are not garbage: no copy.
+            let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+            f.set_len(file_len(&seg) + 2 * 1024 * 1024).unwrap();
+            drop(f);
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "zero tail").await;
+            assert_eq!(quarantined(&d, ".log.corrupt-").len(), 1, "zeros are not quarantined");
+            crash(log).await;
+
+            // Garbage far behind a run of zeros is.
+            let end = file_len(&seg);
+            write_at(&seg, end + 300 * 1024, b"not zeros");
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "garbage behind zeros").await;
+            assert_eq!(file_len(&seg), end);
+            assert_eq!(quarantined(&d, ".log.corrupt-").len(), 2, "garbage behind zeros is quarantined");
+        });
+    }
+
+    #[test]
+    fn segments_after_a_torn_one_are_set_aside_not_deleted() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let c = cfg(8 * 1024);
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..30u64 {
+                append_synced(&log, &mut m, make_batch(i, 1 + i as usize % 2, 1000 + (i as usize * 577) % 2000, 7)).await;
+            }
+            crash(log).await;
+            let bases: Vec<i64> = log_files(&d).keys().copied().collect();
+            let k = 2;
+            let i = m.index_of(bases[k]);
+            assert!(m.batches[i + 1].base < bases[k + 1]);
+            let later: Vec<Vec<u8>> = bases[k + 1..].iter().map(|&b| std::fs::read(path_of(&d, b, "log")).unwrap()).collect();
+            // A segment without index files is scanned: its second batch is damaged.
+            for ext in ["index", "timeindex"] {
+                std::fs::remove_file(path_of(&d, bases[k], ext)).unwrap();
+            }
+            flip_byte(&path_of(&d, bases[k], "log"), m.batches[i].bytes.len() as u64 + 40);
+            m.truncate(m.batches[i + 1].base);
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "after a torn middle segment").await;
+            assert_eq!(log_files(&d).keys().copied().collect::<Vec<_>>(), bases[..=k].to_vec());
+            assert_eq!(quarantined(&d, ".log.corrupt-").len(), 1, "the torn segment is copied");
+            let aside = quarantined(&d, ".log.orphaned-");
+            assert_eq!(aside.len(), later.len(), "{:?}", aside.keys());
+            for (b, bytes) in bases[k + 1..].iter().zip(&later) {
+                let (_, got) = aside.iter().find(|(n, _)| n.starts_with(&format!("{b:020}.log."))).expect("set aside");
+                assert_eq!(got, bytes, "segment {b} set aside whole");
+            }
+            append_synced(&log, &mut m, make_batch(77, 1, 100, 7)).await;
+            crash(log).await;
+            let log = reopen(&d, c).await;
+            check_all(&log, &m, "reopen with quarantined files in the directory").await;
         });
     }
 
