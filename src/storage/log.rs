@@ -82,6 +82,8 @@ use crate::util::{now_ms, LocalNotify};
 pub const PENDING_BYTES_MAX: usize = 32 * 1024 * 1024;
 const CLEAN_MARKER: &str = "clean.shutdown";
 const LOG_START_FILE: &str = "log-start-offset";
+/// How the storage error of a read refused for a corrupt batch begins.
+const CORRUPT_BATCH: &str = "corrupt batch";
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -520,7 +522,23 @@ impl PartitionLog {
         let mut offset = from.max(log_start);
         let now = now_ms();
         while offset < log_end {
-            let r = self.read(offset, DMA_READ_BYTES_MAX).await?;
+            let r = match self.read(offset, DMA_READ_BYTES_MAX).await {
+                Ok(r) => r,
+                Err(LogError::Io(e)) if e.starts_with(CORRUPT_BATCH) => {
+                    // A damaged finalized segment (reads refuse its batch): the log opens
+                    // anyway, with what the other segments tell of the producers.
+                    let next = self.st.borrow().segments.range(offset + 1..).next().map(|(&b, _)| b);
+                    tracing::warn!(dir = %self.dir.display(), offset, error = %e, "producer state: skipping a corrupt batch and the rest of its segment");
+                    match next {
+                        Some(b) => {
+                            offset = b;
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             let (spans, _) = batch::scan_batches(&r.records);
             let Some(last) = spans.last() else { break };
             let next = last.header.next_offset();
@@ -1180,7 +1198,7 @@ impl PartitionLog {
             }
             if records.is_empty() {
                 return Err(LogError::Io(format!(
-                    "corrupt batch at offset {} (position {} of {}): {}",
+                    "{CORRUPT_BATCH} at offset {} (position {} of {}): {}",
                     c.offset,
                     c.position,
                     path.display(),
@@ -3492,6 +3510,45 @@ mod tests {
             for b in &m.batches[2..] {
                 assert!(matches!(log.read(b.base, 1).await, Err(LogError::Io(_))), "no index entry past the damage");
             }
+        });
+    }
+
+    #[test]
+    fn a_corrupt_batch_in_a_cleanly_closed_log_does_not_stop_it_from_opening() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let mut c = cfg(1 << 20);
+            c.index_interval_bytes = 4096;
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..8u64 {
+                let mut b = make_batch(i, 2, 3000, 7);
+                // Idempotent batches: the producer state is replayed from them at open.
+                b[batch::PRODUCER_ID_POS..batch::PRODUCER_ID_POS + 8].copy_from_slice(&42i64.to_be_bytes());
+                b[batch::PRODUCER_EPOCH_POS..batch::PRODUCER_EPOCH_POS + 2].copy_from_slice(&0i16.to_be_bytes());
+                b[batch::BASE_SEQUENCE_POS..batch::BASE_SEQUENCE_POS + 4].copy_from_slice(&(2 * i as i32).to_be_bytes());
+                batch::fix_crc(&mut b).unwrap();
+                append_synced(&log, &mut m, b).await;
+            }
+            log.close().await.unwrap();
+            drop(log);
+            // The active segment of a clean log is trusted up to its last index entry.
+            let p2: u64 = m.batches[..2].iter().map(|b| b.bytes.len() as u64).sum();
+            flip_byte(&path_of(&d, 0, "log"), p2 + 200);
+            // Without producer snapshots the state is replayed from the segment's batches.
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "snapshot") {
+                    std::fs::remove_file(p).unwrap();
+                }
+            }
+            let log = reopen(&d, c.clone()).await;
+            assert_eq!(log.log_end_offset(), m.end(), "nothing truncated");
+            assert!(matches!(log.read(m.batches[2].base, 1 << 30).await, Err(LogError::Io(_))));
+            let r = log.read(0, 1 << 30).await.unwrap();
+            assert_eq!(r.records.len(), p2 as usize);
+            check_read(&log, &m, m.batches[3].base, 1 << 30, "after the damaged batch").await;
         });
     }
 
