@@ -388,7 +388,9 @@ impl Shard {
                     let waited = match acks {
                         -1 => log.wait_durable(info.last_offset + 1).await,
                         1 => log.wait_written(info.last_offset + 1).await,
-                        _ => Ok(()),
+                        // acks=0 waits for nothing but room: on a slow disk the request stays
+                        // in flight, so the connection's budgets stop reading its socket.
+                        _ => log.wait_for_room().await,
                     };
                     waited.map(|_| info).map_err(|e| log_error_code(&e))
                 }

@@ -802,6 +802,12 @@ impl PartitionLog {
         }
     }
 
+    /// Waits while more than [`PENDING_BYTES_MAX`] bytes wait to be written: the
+    /// backpressure that keeps memory bounded when the disk is slower than producers.
+    pub async fn wait_for_room(&self) -> Result<(), LogError> {
+        self.wait_pending_below(PENDING_BYTES_MAX).await
+    }
+
     async fn wait_pending_below(&self, limit: usize) -> Result<(), LogError> {
         loop {
             let listener = self.progress.listen();
@@ -1040,6 +1046,10 @@ impl PartitionLog {
         // Keep the new partial tail block before the buffer is handed to the kernel.
         let new_tail_len = (pos + data_len as u64) % DMA_ALIGNMENT_BYTES;
         let new_tail = buf.as_bytes()[data_len - new_tail_len as usize..data_len].to_vec();
+        #[cfg(test)]
+        if let Some(ms) = tests::injected_write_delay_ms() {
+            glommio::timer::sleep(Duration::from_millis(ms)).await;
+        }
         #[cfg(test)]
         if let Some(errno) = tests::injected_write_fault() {
             return Err(io_err("writing segment", std::io::Error::from_raw_os_error(errno)));
@@ -1908,11 +1918,17 @@ mod tests {
         static IO_TRACE: RefCell<Vec<(&'static str, i32)>> = const { RefCell::new(Vec::new()) };
         /// Segment writes on this thread fail with this errno while set (fault injection).
         static WRITE_FAULT: Cell<Option<i32>> = const { Cell::new(None) };
+        /// Segment writes on this thread take this long more (a slow disk).
+        static WRITE_DELAY_MS: Cell<Option<u64>> = const { Cell::new(None) };
         /// Segment writes that failed by injection on this thread.
         static WRITE_FAULTS_HIT: Cell<u32> = const { Cell::new(0) };
     }
 
     /// Probe called before each segment write (test builds only).
+    pub(super) fn injected_write_delay_ms() -> Option<u64> {
+        WRITE_DELAY_MS.with(|d| d.get())
+    }
+
     pub(super) fn injected_write_fault() -> Option<i32> {
         let f = WRITE_FAULT.with(|f| f.get());
         if f.is_some() {
@@ -3728,6 +3744,39 @@ mod tests {
             let log = reopen(&d, c).await;
             check_all(&log, &m, "reopen with quarantined files in the directory").await;
         });
+    }
+
+    #[test]
+    fn a_slow_disk_keeps_queued_bytes_bounded() {
+        std::thread::spawn(|| {
+            run(async {
+                let dir = tempfile::tempdir().unwrap();
+                let d = dir.path().join("p");
+                let log = PartitionLog::open(d.clone(), cfg(8 << 20)).await.unwrap();
+                let mut m = Model::default();
+                WRITE_DELAY_MS.with(|w| w.set(Some(15)));
+                let mut peak = 0usize;
+                let mut biggest = 0usize;
+                // acks=0 producers: each append waits only for room.
+                for i in 0..160u64 {
+                    log.wait_for_room().await.unwrap();
+                    let b = make_batch(i, 4, 100_000, 5);
+                    biggest = biggest.max(b.len());
+                    let mut stamped = b.clone();
+                    let info = log.append_now(&mut stamped, 3).unwrap();
+                    m.push(&b, &info, 3);
+                    peak = peak.max(log.st.borrow().pending_bytes);
+                }
+                WRITE_DELAY_MS.with(|w| w.set(None));
+                assert!(peak > PENDING_BYTES_MAX / 2, "the disk was not slow enough to test anything: peak {peak}");
+                assert!(peak <= PENDING_BYTES_MAX + biggest, "queued bytes reached {peak}, bound {PENDING_BYTES_MAX}");
+                log.wait_durable(m.end()).await.unwrap();
+                m.durable_end = m.end();
+                check_all(&log, &m, "after the slow disk").await;
+            })
+        })
+        .join()
+        .expect("test thread");
     }
 
     // ------------------------------------------------------------------------------------
