@@ -47,9 +47,13 @@
 //!   `<segment>.log.corrupt-<unix ms>`; if the torn segment is not the last one,
 //!   the later segments are set aside whole as `<segment>.log.orphaned-<unix ms>`
 //!   (empty ones are deleted). Both are reported in a warning naming the file and
-//!   stay until an operator removes them. Closed segments with valid indexes are
-//!   not scanned (they were finalized after an fdatasync, and scanning every
-//!   segment at every start would make starts slow for big logs).
+//!   stay until an operator removes them. A finalized segment (one that has index
+//!   files, valid or not: they are written after the segment is synced and
+//!   trimmed) is never cut: damage that the rebuild scan finds in it is logged,
+//!   the rebuilt indexes cover the batches before it, and reads refuse it. Closed
+//!   segments with valid indexes are not scanned (they were finalized after an
+//!   fdatasync, and scanning every segment at every start would make starts slow
+//!   for big logs): damage in them is found by reads.
 //! - **At every read from disk**, each batch read is checked before it is
 //!   served: header, length within the written end, CRC and offset continuity
 //!   from the index entry the read starts at. At the first bad batch the read
@@ -57,7 +61,9 @@
 //!   [`LogError::Io`] (the fetch answers `KAFKA_STORAGE_ERROR` for that partition
 //!   only; the log keeps serving everything else and taking appends). The first
 //!   bad batch found in a segment is logged once, with its file and position.
-//!   Batches served from the in-memory tail were checked when appended.
+//!   The producer-state replay at open skips such a batch (and the rest of its
+//!   segment) instead of failing the open. Batches served from the in-memory
+//!   tail were checked when appended.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -1702,6 +1708,9 @@ async fn load_segment(
         Some(n) => u64::try_from(n - base).unwrap_or(0),
         None => 1 << 32,
     };
+    // A closed segment that has index files (valid or not) was finalized: synced and
+    // trimmed, so whatever its scan finds bad is damage, not a torn write.
+    let mut was_finalized = false;
     let (index, time_index) = if trusted {
         let index_path = segment_file(dir, base, "index");
         let time_index_path = segment_file(dir, base, "timeindex");
@@ -1727,6 +1736,7 @@ async fn load_segment(
                 );
             }
         }
+        was_finalized = !is_last && (index_bytes.is_some() || time_index_bytes.is_some());
         (index, time_index)
     } else {
         (None, None)
@@ -1758,7 +1768,20 @@ async fn load_segment(
                 seg.offset_of_max_timestamp = base + rel as i64;
             }
             let scanned = scan_segment(&file, base, start_pos, file_size, &mut seg, cfg).await?;
-            if scanned < file_size {
+            if scanned < file_size && was_finalized {
+                // Damage inside a finalized segment: it is not cut (later segments stay
+                // and nothing is lost that could still be saved). Its rebuilt indexes
+                // cover the batches before the damage; reads refuse the damaged batch
+                // and what follows it in the segment, as for any finalized segment.
+                tracing::error!(
+                    segment = %path.display(),
+                    valid_bytes = scanned,
+                    file_bytes = file_size,
+                    "a finalized segment holds a corrupt batch: kept as it is; reads refuse it and what follows it in the segment"
+                );
+                seg.size = file_size;
+                seg.next_offset = next_base.unwrap_or(seg.next_offset);
+            } else if scanned < file_size {
                 if !trusted || scanned + DMA_ALIGNMENT_BYTES <= file_size || !is_last {
                     // Zeros after the last whole batch are space written ahead (aligned
                     // blocks, preallocation) that no batch reached: the normal end of an
@@ -3643,6 +3666,48 @@ mod tests {
             crash(log).await;
             let log = reopen(&d, c).await;
             check_all(&log, &m, "crash after the rebuild").await;
+        });
+    }
+
+    #[test]
+    fn a_finalized_segment_with_an_invalid_index_and_a_corrupt_batch_is_kept_whole() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let c = cfg(16 * 1024);
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            for i in 0..40u64 {
+                append_synced(&log, &mut m, make_batch(i, 1 + i as usize % 3, 900 + (i as usize * 577) % 1500, 7)).await;
+            }
+            settle(&log).await;
+            let segs: Vec<(i64, i64, Vec<usize>)> = closed_segments(&log, &m);
+            let (base, next, js) = segs.iter().find(|(_, _, js)| js.len() >= 4).cloned().expect("a segment of four batches");
+            assert!(segs.len() >= 3);
+            log.close().await.unwrap();
+            drop(log);
+            let files_before = log_files(&d);
+            let seg = path_of(&d, base, "log");
+            let j = js[1];
+            flip_byte(&seg, m.batches[js[0]].bytes.len() as u64 + 100);
+            std::fs::write(path_of(&d, base, "index"), [0u8; 16]).unwrap();
+            for round in 0..2 {
+                let ctx = format!("reopen {round}");
+                let log = reopen(&d, c.clone()).await;
+                assert_eq!(log_files(&d), files_before, "{ctx}: no segment cut or set aside");
+                assert!(quarantined(&d, ".log.").is_empty(), "{ctx}: nothing quarantined");
+                assert_eq!(log.log_end_offset(), m.end(), "{ctx}");
+                let r = log.read(base, 1 << 30).await.unwrap();
+                assert_eq!(r.records[..], m.batches[js[0]].bytes[..], "{ctx}: the batch before the damage");
+                assert!(matches!(log.read(m.batches[j].base, 1).await, Err(LogError::Io(_))), "{ctx}: the damaged batch");
+                for off in base..next {
+                    let _ = read_good_or_error(&log, &m, off, 1 << 30, &ctx).await;
+                }
+                for off in (0..base).chain(next..m.end()) {
+                    check_read(&log, &m, off, 1 << 30, &ctx).await;
+                }
+                crash(log).await;
+            }
         });
     }
 
