@@ -190,7 +190,26 @@ impl TopicState {
         let got = read_ranges(&addr, &self.name, &ranges);
         for &(p, from, hi) in &ranges {
             let i = p as usize;
-            let recs: Vec<&Consumed> = got.iter().filter(|c| c.partition == p).collect();
+            // Retention may delete segments while we read (the reader then restarts at the
+            // new log start, re-reading some records): what went below the log start in the
+            // meantime may be missing, nothing else.
+            let from = if self.retention {
+                let (lo_now, _) = c
+                    .fetch_watermarks(&self.name, p, Duration::from_secs(20))
+                    .unwrap_or_else(|e| panic!("{ctx}: watermarks of {}/{p}: {e}", self.name));
+                assert!(lo_now >= self.log_start[i], "{ctx}: {}/{p} log start went back", self.name);
+                self.log_start[i] = lo_now;
+                from.max(lo_now.min(hi))
+            } else {
+                from
+            };
+            let mut by_offset: BTreeMap<i64, &Consumed> = BTreeMap::new();
+            for c in got.iter().filter(|c| c.partition == p && c.offset >= from) {
+                if let Some(prev) = by_offset.insert(c.offset, c) {
+                    assert_eq!(prev, c, "{ctx}: {}/{p}/{}: two reads of one offset differ", self.name, c.offset);
+                }
+            }
+            let recs: Vec<&Consumed> = by_offset.into_values().collect();
             assert_eq!(recs.len() as i64, hi - from, "{ctx}: {}/{p} [{from}, {hi}) read {} records", self.name, recs.len());
             let mut prev = if from == self.verified_to[i] { self.last_id[i] } else { None };
             for (k, c) in recs.iter().enumerate() {
@@ -240,22 +259,58 @@ impl TopicState {
     }
 }
 
-/// Reads `[from, to)` of each listed partition, bounded in time.
+/// Reads `[from, to)` of each listed partition (until every partition has reached
+/// its `to`), bounded in time. May return an offset twice (after a reset to the log
+/// start when retention deleted what was being read).
 fn read_ranges(addr: &str, topic: &str, ranges: &[(i32, i64, i64)]) -> Vec<Consumed> {
     let mut out = Vec::new();
     let todo: Vec<(i32, i64, i64)> = ranges.iter().copied().filter(|(_, f, t)| t > f).collect();
     if todo.is_empty() {
         return out;
     }
-    let starts: Vec<(i32, Offset)> = todo.iter().map(|(p, f, _)| (*p, Offset::Offset(*f))).collect();
-    let want: usize = todo.iter().map(|(_, f, t)| (t - f) as usize).sum();
-    let got = consume_n(addr, topic, &starts, want, Duration::from_secs(120));
-    for c in got {
-        if todo.iter().any(|(p, _, t)| *p == c.partition && c.offset < *t) {
-            out.push(c);
+    let c = new_consumer(addr);
+    let mut tpl = TopicPartitionList::new();
+    for (p, f, _) in &todo {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*f)).unwrap();
+    }
+    c.assign(&tpl).expect("assign");
+    let mut reached: HashMap<i32, i64> = todo.iter().map(|(p, f, _)| (*p, *f)).collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while todo.iter().any(|(p, _, t)| reached[p] < *t) {
+        assert!(Instant::now() < deadline, "reading {topic}: reached {reached:?} of {todo:?} in 120 s");
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let r = consumed(&m);
+                if let Some((_, _, t)) = todo.iter().find(|(p, _, _)| *p == r.partition) {
+                    if r.offset < *t {
+                        let e = reached.get_mut(&r.partition).unwrap();
+                        *e = (*e).max(r.offset + 1);
+                        out.push(r);
+                    }
+                }
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
         }
     }
     out
+}
+
+fn consumed(m: &rdkafka::message::BorrowedMessage<'_>) -> Consumed {
+    use rdkafka::message::{Headers, Message};
+    let headers = m
+        .headers()
+        .map(|h| h.iter().map(|hd| (hd.key.to_string(), hd.value.map(|v| v.to_vec()))).collect())
+        .unwrap_or_default();
+    Consumed {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(|k| k.to_vec()),
+        value: m.payload().map(|v| v.to_vec()),
+        headers,
+        timestamp: m.timestamp().to_millis(),
+        log_append_time: matches!(m.timestamp(), rdkafka::Timestamp::LogAppendTime(_)),
+    }
 }
 
 /// A consumer group member reading a topic along, committing synchronously.
