@@ -60,17 +60,24 @@
 //!
 //! One directory per partition (`<topic>-<partition>`) of Kafka-format segment
 //! files with sparse offset and time indexes ([`storage::index`]). Appends get
-//! their offset synchronously and are written by a per-partition flusher;
-//! acks=all waits for a sync round of the core's [`storage::syncer`] (one
-//! `syncfs` covering every partition of the core: group commit). Recently written batches stay
-//! in memory for tailing consumers; older ones are read with DMA reads. After a
-//! crash, recovery checks every batch's length, CRC and offset continuity from
-//! the last trusted point and truncates a torn tail; see [`storage::log`].
+//! their offset synchronously and are written by a per-partition flusher.
+//! Consumers see a batch once its O_DIRECT write has completed (the high
+//! watermark is the end of what is written, so a SIGKILL never takes back what a
+//! consumer read); acks=0 waits only for room in the write queue, acks=1 for the
+//! write, acks=all for a sync round of the core's [`storage::syncer`] (one
+//! `syncfs` covering every partition of the core: group commit). Recently written
+//! batches stay in memory for tailing consumers; older ones are read with DMA
+//! reads, each batch checked (CRC, offsets) before it is served. After a crash,
+//! recovery validates index files, checks every batch's length, CRC and offset
+//! continuity from the last trusted point and truncates a torn tail (keeping a
+//! copy when it is not just zeros). A full disk stalls a partition's writes until
+//! space returns; any other write error takes only that partition offline. See
+//! [`storage::log`].
 //!
 //! ## Modules
 //! - [`config`]: broker and topic settings under Kafka's names.
 //! - [`limits`]: every bound, with compile-time checks of their relations.
-//! - [`protocol`]: framing, record batch validation, Kafka error codes. No I/O.
+//! - [`protocol`]: framing, guarded request decoding, record batch validation, bounded decompression, Kafka error codes. No I/O.
 //! - [`group`]: consumer groups: the per-core group coordinator, its state machine, committed offsets in `__consumer_offsets`.
 //! - [`txn`]: the transaction coordinator (transactional ids in `__transaction_state`, markers).
 //! - [`handlers`]: one file per API family; [`handlers::api_versions`] lists what is served.

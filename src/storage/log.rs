@@ -11,7 +11,15 @@
 //! # Acknowledgements
 //! acks=0 waits for nothing; acks=1 waits until the batch is written to its file
 //! (it then survives a SIGKILL, like Kafka's page-cache writes, but not a power
-//! loss); acks=all waits until it is synced.
+//! loss); acks=all waits until it is synced. Appends past [`PENDING_BYTES_MAX`]
+//! of unwritten bytes wait for room (a disk slower than the producers).
+//!
+//! # Write errors
+//! Out of space (ENOSPC, EDQUOT) stalls the log: queued batches stay queued (a
+//! run leaves the queue only once written, and every flusher step can be
+//! repeated), new appends and waiters get the error (KAFKA_STORAGE_ERROR), reads
+//! go on, and the flusher retries with backoff until a write succeeds. Any other
+//! error fails the log for good: that partition refuses writes until a restart.
 //!
 //! # Write path
 //! [`PartitionLog::append`] is synchronous up to the point where the batch has
