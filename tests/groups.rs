@@ -389,7 +389,10 @@ fn crashed_member_partitions_move_to_survivors() {
     let out = child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(list) = line.strip_prefix("ASSIGNED ") {
+            // libtest prints "test child_group_member ... " without a newline before the
+            // test's own output, so the first line the child prints follows it: search, not
+            // prefix-match (a missed first line left the child's assignment unseen).
+            if let Some(list) = line.find("ASSIGNED ").map(|i| &line[i + "ASSIGNED ".len()..]) {
                 let set = list.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
                 if tx.send(set).is_err() {
                     break;
