@@ -280,7 +280,7 @@ fn read_ranges(addr: &str, topic: &str, ranges: &[(i32, i64, i64)]) -> Vec<Consu
         assert!(Instant::now() < deadline, "reading {topic}: reached {reached:?} of {todo:?} in 120 s");
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let r = consumed(&m);
+                let r = to_consumed(&m);
                 if let Some((_, _, t)) = todo.iter().find(|(p, _, _)| *p == r.partition) {
                     if r.offset < *t {
                         let e = reached.get_mut(&r.partition).unwrap();
@@ -294,23 +294,6 @@ fn read_ranges(addr: &str, topic: &str, ranges: &[(i32, i64, i64)]) -> Vec<Consu
         }
     }
     out
-}
-
-fn consumed(m: &rdkafka::message::BorrowedMessage<'_>) -> Consumed {
-    use rdkafka::message::{Headers, Message};
-    let headers = m
-        .headers()
-        .map(|h| h.iter().map(|hd| (hd.key.to_string(), hd.value.map(|v| v.to_vec()))).collect())
-        .unwrap_or_default();
-    Consumed {
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key().map(|k| k.to_vec()),
-        value: m.payload().map(|v| v.to_vec()),
-        headers,
-        timestamp: m.timestamp().to_millis(),
-        log_append_time: matches!(m.timestamp(), rdkafka::Timestamp::LogAppendTime(_)),
-    }
 }
 
 /// A consumer group member reading a topic along, committing synchronously.

@@ -777,7 +777,8 @@ pub fn watermarks(addr: &str, topic: &str, partition: i32) -> (i64, i64) {
     })
 }
 
-fn to_consumed<M: Message>(m: &M) -> Consumed {
+/// An owned copy of a consumed message.
+pub fn to_consumed<M: Message>(m: &M) -> Consumed {
     let headers = m
         .headers()
         .map(|h| {
