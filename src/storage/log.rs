@@ -798,22 +798,7 @@ impl PartitionLog {
 
     /// Waits until every offset below `end` is written to its segment file.
     pub async fn wait_written(&self, end: i64) -> Result<(), LogError> {
-        loop {
-            let listener = self.progress.listen();
-            {
-                let st = self.st.borrow();
-                if let Some(e) = &st.failed {
-                    return Err(e.clone());
-                }
-                if st.written_offset >= end {
-                    return Ok(());
-                }
-                if let Some(e) = &st.stalled {
-                    return Err(e.clone());
-                }
-            }
-            listener.await;
-        }
+        self.wait_for_flusher(|st| st.written_offset >= end).await
     }
 
     /// Waits while more than [`PENDING_BYTES_MAX`] bytes wait to be written: the
@@ -823,6 +808,12 @@ impl PartitionLog {
     }
 
     async fn wait_pending_below(&self, limit: usize) -> Result<(), LogError> {
+        self.wait_for_flusher(|st| st.pending_bytes <= limit).await
+    }
+
+    /// Waits until the flusher's progress makes `done` true; a failed log's error
+    /// comes first, a stalled log's error only while `done` is still false.
+    async fn wait_for_flusher(&self, done: impl Fn(&State) -> bool) -> Result<(), LogError> {
         loop {
             let listener = self.progress.listen();
             {
@@ -830,7 +821,7 @@ impl PartitionLog {
                 if let Some(e) = &st.failed {
                     return Err(e.clone());
                 }
-                if st.pending_bytes <= limit {
+                if done(&st) {
                     return Ok(());
                 }
                 if let Some(e) = &st.stalled {
@@ -1794,10 +1785,7 @@ async fn load_segment(
                     // Zeros after the last whole batch are space written ahead (aligned
                     // blocks, preallocation) that no batch reached: the normal end of an
                     // active segment after a crash. Anything else is a torn or corrupt batch.
-                    let peek_end = file_size.min(scanned + 64 * 1024);
-                    let mut after = BytesMut::new();
-                    read_range(&file, scanned, peek_end, &mut after).await?;
-                    if after.iter().all(|b| *b == 0) && all_zeros(&file, peek_end, file_size).await? {
+                    if all_zeros(&file, scanned, file_size).await? {
                         tracing::info!(segment = %path.display(), valid_bytes = scanned, file_bytes = file_size, "trimming unwritten space after the last batch");
                     } else {
                         // The bytes cut off may hold data a person can still save: keep them.
