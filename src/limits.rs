@@ -37,6 +37,11 @@ pub const DMA_ALIGNMENT_BYTES: u64 = 4096;
 pub const TAIL_CACHE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Step by which segment files are preallocated.
 pub const PREALLOCATE_STEP_BYTES: u64 = 32 * 1024 * 1024;
+/// Step by which small segment writes zero the preallocated blocks ahead of the data
+/// (see `storage::log`): one write in every this many bytes carries up to this many zeros.
+pub const ZERO_AHEAD_BYTES: u64 = 1024 * 1024;
+/// Segment writes at least this large do not zero ahead.
+pub const ZERO_AHEAD_WRITE_BYTES_MAX: usize = 64 * 1024;
 /// Largest number of partitions one topic may have.
 pub const TOPIC_PARTITIONS_MAX: i32 = 100_000;
 /// Longest topic name (Kafka's limit).
@@ -58,4 +63,5 @@ const _: () = assert!(CONNECTION_FETCHES_INFLIGHT_MAX >= 1 && CONNECTION_FETCHES
 const _: () = assert!(DMA_READ_BYTES_MAX as u64 % DMA_ALIGNMENT_BYTES == 0);
 const _: () = assert!(WRITE_BYTES_MAX as u64 % DMA_ALIGNMENT_BYTES == 0);
 const _: () = assert!(PREALLOCATE_STEP_BYTES % DMA_ALIGNMENT_BYTES == 0);
+const _: () = assert!(ZERO_AHEAD_BYTES % DMA_ALIGNMENT_BYTES == 0 && ZERO_AHEAD_BYTES <= PREALLOCATE_STEP_BYTES);
 const _: () = assert!(TAIL_CACHE_BYTES_MAX >= MESSAGE_BYTES_MAX_DEFAULT);

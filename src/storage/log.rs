@@ -28,8 +28,11 @@
 //! segment when the active one is full or old. So appends keep the order in
 //! which they were called, without a lock. The flusher task then writes the
 //! pending bytes with O_DIRECT: each write starts at the aligned start of the
-//! partial tail block and rewrites it, files are preallocated in steps, and
-//! when a caller waits for durability it asks for one sync covering every batch
+//! partial tail block and rewrites it, files are preallocated in steps, small
+//! writes also write zeros a step ahead of the data (so the small writes after
+//! them overwrite written blocks: no extent conversion, no metadata for the
+//! sync to commit, and io_uring issues them inline instead of on a kernel
+//! worker), and when a caller waits for durability it asks for one sync covering every batch
 //! written meanwhile: a round of the core's [`super::syncer::CoreSyncer`]
 //! (shared by all partitions of the core) when the log has one, else an
 //! `fdatasync` of its own file. A rolled segment is synced, trimmed
@@ -86,7 +89,7 @@ use super::index::{OffsetIndex, TimeIndex};
 use super::producers::{self, BatchMeta, Check, ProducerStates};
 use crate::config::{LogConfig, TimestampType};
 use crate::limits::{
-    DECOMPRESSED_BATCH_BYTES_MAX, DMA_ALIGNMENT_BYTES, DMA_READ_BYTES_MAX, PREALLOCATE_STEP_BYTES,
+    DECOMPRESSED_BATCH_BYTES_MAX, DMA_ALIGNMENT_BYTES, DMA_READ_BYTES_MAX, PREALLOCATE_STEP_BYTES, ZERO_AHEAD_BYTES, ZERO_AHEAD_WRITE_BYTES_MAX,
     TAIL_CACHE_BYTES_MAX, WRITE_BYTES_MAX,
 };
 use crate::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
@@ -176,6 +179,10 @@ struct Segment {
     /// The bytes from the last aligned position up to `written`: rewritten with the next write.
     tail_block: Vec<u8>,
     allocated: u64,
+    /// Bytes from the start of the file whose blocks have been written (with data or
+    /// with zeros). Writes inside it are overwrites: ext4 and XFS do them without
+    /// touching metadata, so io_uring issues them inline and a sync is only a cache flush.
+    zeroed: u64,
     next_offset: i64,
     max_timestamp: i64,
     offset_of_max_timestamp: i64,
@@ -198,6 +205,7 @@ impl Segment {
             written: 0,
             tail_block: Vec::new(),
             allocated: 0,
+            zeroed: 0,
             next_offset: base_offset,
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
@@ -1012,14 +1020,15 @@ impl PartitionLog {
                 f
             }
         };
-        let (pos, tail, allocated) = {
+        let (pos, tail, allocated, zeroed) = {
             let st = self.st.borrow();
             let seg = st.segments.get(&seg_base).ok_or(LogError::Closed)?;
-            (seg.written - seg.tail_block.len() as u64, seg.tail_block.clone(), seg.allocated)
+            (seg.written - seg.tail_block.len() as u64, seg.tail_block.clone(), seg.allocated, seg.zeroed)
         };
         debug_assert_eq!(pos % DMA_ALIGNMENT_BYTES, 0);
         let data_len = tail.len() + total;
         let buf_len = align_up(data_len as u64) as usize;
+        let mut allocated = allocated;
         if pos + buf_len as u64 > allocated {
             // In steps, but never far past what the segment can hold (it is trimmed at roll).
             let cap = align_up(self.cfg.borrow().segment_bytes).max(pos + buf_len as u64);
@@ -1035,8 +1044,20 @@ impl PartitionLog {
             if let Some(s) = self.st.borrow_mut().segments.get_mut(&seg_base) {
                 s.allocated = new_alloc;
             }
+            allocated = new_alloc;
         }
-        let mut buf = file.alloc_dma_buffer(buf_len);
+        // A small write reaching past the zeroed blocks carries zeros up to the next
+        // zero-ahead step, so the small writes after it (and their syncs) are plain
+        // overwrites. Large writes go straight into the preallocated blocks: for them the
+        // extra bytes would cost more than the metadata update they save.
+        let write_len = if pos + buf_len as u64 > zeroed && buf_len < ZERO_AHEAD_WRITE_BYTES_MAX {
+            // Only whole blocks: a recovered file's size (its allocation) may be unaligned.
+            let ahead = align_up_to(pos + buf_len as u64, ZERO_AHEAD_BYTES).min(allocated - allocated % DMA_ALIGNMENT_BYTES);
+            (ahead.saturating_sub(pos) as usize).max(buf_len)
+        } else {
+            buf_len
+        };
+        let mut buf = file.alloc_dma_buffer(write_len);
         {
             let out = buf.as_bytes_mut();
             let mut at = 0;
@@ -1062,11 +1083,12 @@ impl PartitionLog {
         let n = file.write_at(buf, pos).await.map_err(|e| io_err("writing segment", e))?;
         #[cfg(test)]
         tests::trace_io("write", &file);
-        if n < buf_len {
-            return Err(LogError::Io(format!("short write: {n} of {buf_len} bytes")));
+        if n < write_len {
+            return Err(LogError::Io(format!("short write: {n} of {write_len} bytes")));
         }
         let mut st = self.st.borrow_mut();
         if let Some(s) = st.segments.get_mut(&seg_base) {
+            s.zeroed = s.zeroed.max(pos + write_len as u64);
             s.written += total as u64;
             s.tail_block = new_tail;
         }
@@ -1831,6 +1853,8 @@ async fn load_segment(
             seg.tail_block = tail.to_vec();
         }
         seg.allocated = file_size;
+        // What lies past the data may be unwritten preallocation: zero it again as writes reach it.
+        seg.zeroed = align_up(seg.size);
         seg.file = Some(Rc::new(file));
     } else {
         seg.written = seg.size;
@@ -2602,6 +2626,46 @@ mod tests {
             crash(log).await;
             let log = reopen(&d, c).await;
             check_all(&log, &m, "second crash").await;
+        });
+    }
+
+    #[test]
+    fn small_writes_zero_ahead_and_large_writes_do_not() {
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("p");
+            let c = cfg(1 << 30);
+            let log = PartitionLog::open(d.clone(), c.clone()).await.unwrap();
+            let mut m = Model::default();
+            append_synced(&log, &mut m, make_batch(1, 2, 300, 7)).await;
+            // The first small write carried zeros up to the step: the file's size says so
+            // (preallocation keeps the size), and the blocks read back as zeros.
+            let (&base, &len) = log_files(&d).iter().next_back().unwrap();
+            assert_eq!(len, ZERO_AHEAD_BYTES, "zeroed ahead to one step");
+            let bytes = std::fs::read(path_of(&d, base, "log")).unwrap();
+            let data = m.bytes_between(base, i64::MAX) as usize;
+            assert!(bytes[data..].iter().all(|&b| b == 0));
+            // Small writes inside the zeroed blocks do not write more zeros.
+            for i in 0..20u64 {
+                append_synced(&log, &mut m, make_batch(10 + i, 1, 1000, 7)).await;
+            }
+            assert_eq!(log_files(&d)[&base], ZERO_AHEAD_BYTES);
+            // One large write past the zeroed blocks goes into the preallocation as it is.
+            let big = make_batch(40, 1, 2 * ZERO_AHEAD_BYTES as usize, 7);
+            append_synced(&log, &mut m, big).await;
+            let end = m.bytes_between(base, i64::MAX);
+            assert_eq!(log_files(&d)[&base], align_up(end), "no zeros after a large write");
+            // The next small write past the written blocks zeroes ahead again.
+            append_synced(&log, &mut m, make_batch(41, 1, 5000, 7)).await;
+            assert_eq!(log_files(&d)[&base], align_up_to(end + 1, ZERO_AHEAD_BYTES));
+            // A crash leaves the zeroed blocks behind; recovery reads them as the end.
+            crash(log).await;
+            let log = reopen(&d, c.clone()).await;
+            check_all(&log, &m, "after a crash with zeroed blocks").await;
+            append_synced(&log, &mut m, make_batch(42, 2, 500, 7)).await;
+            crash(log).await;
+            let log = reopen(&d, c).await;
+            check_all(&log, &m, "appends after recovery").await;
         });
     }
 
