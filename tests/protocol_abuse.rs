@@ -279,10 +279,11 @@ fn pipelined_and_byte_by_byte_requests() {
     let mut broker = Broker::start(2, &[]);
     let sa = broker.socket_addr();
 
-    // Ten requests in one write: ten answers, in order.
+    // 300 requests in one write: 300 answers, in order (more than a connection takes in
+    // flight at once, and more than the broker gathers into one write).
     let mut s = raw::connect(sa);
     let mut all = Vec::new();
-    for corr in 0..10 {
+    for corr in 0..300 {
         if corr % 2 == 0 {
             all.extend(raw::encode(&ApiVersionsRequest::default(), 0, 1000 + corr));
         } else {
@@ -290,7 +291,7 @@ fn pipelined_and_byte_by_byte_requests() {
         }
     }
     s.write_all(&all).unwrap();
-    for corr in 0..10 {
+    for corr in 0..300 {
         let resp = read_frame(&mut s).unwrap_or_else(|e| panic!("pipelined response {corr}: {e}"));
         let got = i32::from_be_bytes(resp[0..4].try_into().unwrap());
         assert_eq!(got, 1000 + corr, "responses must come back in request order");

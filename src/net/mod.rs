@@ -5,7 +5,9 @@
 //! cores. A connection is read by one task and written by another (each with
 //! its own dup of the socket): the reader decodes a frame, starts its handler
 //! and queues the handler's future; the writer awaits the futures in queue
-//! order, so requests are processed concurrently but answered in order.
+//! order, so requests are processed concurrently but answered in order. Small
+//! responses that are ready back to back are copied together and go out in one
+//! write (after a sync round, a pipelining producer's answers complete at once).
 //! Bytes of unanswered requests are bounded per connection and per core, and so
 //! are unanswered fetches per connection (a fetch's answer can be far larger than
 //! its request); past any of these bounds the reader stops reading the socket
@@ -219,6 +221,21 @@ enum ConnError {
     Handler(#[from] HandlerError),
 }
 
+/// Responses up to this size are copied into the connection's gather buffer.
+const GATHER_RESPONSE_BYTES_MAX: usize = 16 * 1024;
+/// The gather buffer is written once it holds this much.
+const GATHER_BYTES_MAX: usize = 64 * 1024;
+
+/// Writes and empties the gathered responses.
+async fn flush_gathered(writer: &mut TcpStream, gathered: &mut Vec<u8>) -> std::io::Result<()> {
+    if gathered.is_empty() {
+        return Ok(());
+    }
+    let r = writer.write_all(gathered).await;
+    gathered.clear();
+    r
+}
+
 type Queued = glommio::task::JoinHandle<Result<Option<handlers::Out>, ()>>;
 
 /// A started request as the writer sees it: its response, budget units, api key, start time.
@@ -284,10 +301,31 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: Option<IpAddr>) ->
     let shard_w = shard.clone();
     let activity_w = activity.clone();
     let writer_task = glommio::spawn_local(async move {
-        while let Some((handle, units, api_key, started)) = rx.recv().await {
-            activity_w.busy.set(true);
-            let out = handle.await;
-            activity_w.busy.set(false);
+        // Small responses that are ready one after another go out in one write: after a
+        // sync round many produce responses of a connection complete at once.
+        let mut gathered: Vec<u8> = Vec::new();
+        let mut held: Option<InFlight> = None;
+        loop {
+            let (mut handle, units, api_key, started) = match held.take() {
+                Some(item) => item,
+                None => match rx.recv().await {
+                    Some(item) => item,
+                    None => break,
+                },
+            };
+            let out = match futures_lite::future::poll_once(&mut handle).await {
+                Some(out) => out,
+                None => {
+                    // Not answered yet: what is gathered goes out before waiting for it.
+                    if flush_gathered(&mut writer, &mut gathered).await.is_err() {
+                        break;
+                    }
+                    activity_w.busy.set(true);
+                    let out = handle.await;
+                    activity_w.busy.set(false);
+                    out
+                }
+            };
             activity_w.touch();
             let failed = !matches!(out, Some(Ok(_)));
             shard_w.metrics.record_request(api_key, started.elapsed().as_micros() as u64, failed);
@@ -297,32 +335,57 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: Option<IpAddr>) ->
             budget_w.signal(units as u64);
             core_w.signal(units as u64);
             shard_w.inflight_requests.set(shard_w.inflight_requests.get() - 1);
-            match out {
-                Some(Ok(Some(handlers::Out::One(bytes)))) => {
-                    if writer.write_all(&bytes).await.is_err() {
-                        break;
-                    }
+            let written = match out {
+                Some(Ok(Some(handlers::Out::One(bytes)))) if bytes.len() <= GATHER_RESPONSE_BYTES_MAX => {
+                    gathered.extend_from_slice(&bytes);
+                    Ok(())
                 }
+                Some(Ok(Some(handlers::Out::One(bytes)))) => match flush_gathered(&mut writer, &mut gathered).await {
+                    Ok(()) => writer.write_all(&bytes).await,
+                    Err(e) => Err(e),
+                },
                 Some(Ok(Some(handlers::Out::Many(chunks)))) => {
-                    let mut failed = false;
+                    let mut r = flush_gathered(&mut writer, &mut gathered).await;
                     for c in chunks {
-                        if writer.write_all(&c).await.is_err() {
-                            failed = true;
+                        if r.is_err() {
                             break;
                         }
+                        r = writer.write_all(&c).await;
                     }
-                    if failed {
-                        break;
-                    }
+                    r
                 }
-                Some(Ok(None)) => {}
-                Some(Err(())) | None => break,
+                Some(Ok(None)) => Ok(()),
+                Some(Err(())) | None => {
+                    // The answers before this one still go out.
+                    let _ = flush_gathered(&mut writer, &mut gathered).await;
+                    break;
+                }
+            };
+            if written.is_err() {
+                break;
             }
             if api_key == FETCH {
-                // Written: the response's memory is freed.
+                // Written or copied: the response's memory is freed.
                 fetch_slots_w.signal(1);
             }
             activity_w.touch();
+            if gathered.is_empty() {
+                continue;
+            }
+            // Take the next queued request if there is one, without waiting; otherwise (or
+            // when enough is gathered) write now.
+            if gathered.len() < GATHER_BYTES_MAX {
+                match futures_lite::future::poll_once(rx.recv()).await {
+                    Some(Some(item)) => {
+                        held = Some(item);
+                        continue;
+                    }
+                    Some(None) | None => {}
+                }
+            }
+            if flush_gathered(&mut writer, &mut gathered).await.is_err() {
+                break;
+            }
         }
         // Shut the socket down, not just this descriptor: a reader waiting for the client's
         // next request must see the end too (after a request that cannot be answered, the
