@@ -364,7 +364,7 @@ pub fn start(spec: &BrokerSpec, data_root: &Path, logs_dir: &Path) -> Result<Bro
                 cmd.arg("--set").arg(s);
                 settings.push(format!("`--set {s}`"));
             }
-            settings.push("acks=all answered after fdatasync (group commit); acks=1 after the append is queued".into());
+            settings.push("acks=all answered after the O_DIRECT write and a group-commit sync round; acks=1 after the O_DIRECT write".into());
             if std::env::var_os("RUST_LOG").is_none() {
                 cmd.env("RUST_LOG", "warn");
             }
