@@ -318,6 +318,9 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: Option<IpAddr>) ->
                 None => {
                     // Not answered yet: what is gathered goes out before waiting for it.
                     if flush_gathered(&mut writer, &mut gathered).await.is_err() {
+                        // Like the requests still queued (below): give its budget back.
+                        core_w.signal(units as u64);
+                        shard_w.inflight_requests.set(shard_w.inflight_requests.get() - 1);
                         break;
                     }
                     activity_w.busy.set(true);
