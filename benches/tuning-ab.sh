@@ -9,6 +9,9 @@
 #   VARIANTS='default|;spin 50us|--set reactor.spin.before.park.us=50' \
 #   WORKLOADS='latency-25mbs' ROUNDS=3 DURATION=8 benches/tuning-ab.sh
 #
+#   CLIENT_CPUS=0 VARIANTS='1 shard on CPU 1|--cpuset 1' benches/tuning-ab.sh
+#
+# CLIENT_CPUS pins the load generator (taskset) so it does not share the shards' CPUs.
 # VARIANTS is `label|flags` entries separated by `;`. Prints a Markdown table per workload
 # with the median of each metric over the rounds (and min-max), and writes the raw JSON of
 # every run under $OUT (default target/bench/tuning-ab).
@@ -22,6 +25,10 @@ DURATION=${DURATION:-8}
 OUT=${OUT:-target/bench/tuning-ab}
 PORT=${PORT:-19392}
 BIN=target/release/corestream
+CLIENT=()
+if [ -n "${CLIENT_CPUS:-}" ]; then
+    CLIENT=(taskset -c "$CLIENT_CPUS")
+fi
 
 cargo build --release --quiet
 mkdir -p "$OUT"
@@ -52,7 +59,7 @@ for workload in $WORKLOADS; do
                 sleep 0.1
             done
             echo "== $workload round $round: ${variants[$i]%%|*}" >&2
-            "$BIN" bench run -b "127.0.0.1:$PORT" --broker-pid "$broker_pid" \
+            "${CLIENT[@]}" "$BIN" bench run -b "127.0.0.1:$PORT" --broker-pid "$broker_pid" \
                 --workload "$workload" --duration "$DURATION" \
                 --json "$OUT/$workload-$i-$round.json" | grep -E "produce:|produce ack|broker cpu" >&2 || true
             stop_broker
