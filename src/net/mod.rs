@@ -305,6 +305,11 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: Option<IpAddr>) ->
         // sync round many produce responses of a connection complete at once.
         let mut gathered: Vec<u8> = Vec::new();
         let mut held: Option<InFlight> = None;
+        // Gives back the core's budget of a request that will not be answered.
+        let unanswered = |units: usize| {
+            core_w.signal(units as u64);
+            shard_w.inflight_requests.set(shard_w.inflight_requests.get() - 1);
+        };
         loop {
             let (mut handle, units, api_key, started) = match held.take() {
                 Some(item) => item,
@@ -318,9 +323,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: Option<IpAddr>) ->
                 None => {
                     // Not answered yet: what is gathered goes out before waiting for it.
                     if flush_gathered(&mut writer, &mut gathered).await.is_err() {
-                        // Like the requests still queued (below): give its budget back.
-                        core_w.signal(units as u64);
-                        shard_w.inflight_requests.set(shard_w.inflight_requests.get() - 1);
+                        unanswered(units);
                         break;
                     }
                     activity_w.busy.set(true);
@@ -402,8 +405,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: Option<IpAddr>) ->
         budget_w.close();
         fetch_slots_w.close();
         while let Some((_, units, _, _)) = rx.recv().await {
-            core_w.signal(units as u64);
-            shard_w.inflight_requests.set(shard_w.inflight_requests.get() - 1);
+            unanswered(units);
         }
     });
 

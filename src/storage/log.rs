@@ -1020,7 +1020,7 @@ impl PartitionLog {
                 f
             }
         };
-        let (pos, tail, allocated, zeroed) = {
+        let (pos, tail, mut allocated, zeroed) = {
             let st = self.st.borrow();
             let seg = st.segments.get(&seg_base).ok_or(LogError::Closed)?;
             (seg.written - seg.tail_block.len() as u64, seg.tail_block.clone(), seg.allocated, seg.zeroed)
@@ -1028,7 +1028,6 @@ impl PartitionLog {
         debug_assert_eq!(pos % DMA_ALIGNMENT_BYTES, 0);
         let data_len = tail.len() + total;
         let buf_len = align_up(data_len as u64) as usize;
-        let mut allocated = allocated;
         if pos + buf_len as u64 > allocated {
             // In steps, but never far past what the segment can hold (it is trimmed at roll).
             let cap = align_up(self.cfg.borrow().segment_bytes).max(pos + buf_len as u64);
