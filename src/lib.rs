@@ -65,7 +65,8 @@
 //! watermark is the end of what is written, so a SIGKILL never takes back what a
 //! consumer read); acks=0 waits only for room in the write queue, acks=1 for the
 //! write, acks=all for a sync round of the core's [`storage::syncer`] (one
-//! `syncfs` covering every partition of the core: group commit). Recently written
+//! device cache flush, or one `syncfs` when metadata is pending, covering every
+//! partition of the core: group commit). Recently written
 //! batches stay in memory for tailing consumers; older ones are read with DMA
 //! reads, each batch checked (CRC, offsets) before it is served. After a crash,
 //! recovery validates index files, checks every batch's length, CRC and offset

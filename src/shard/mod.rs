@@ -684,7 +684,8 @@ impl Shard {
             }
         }
         out.push(sample("corestream_fsyncs_total", Kind::Counter, "Durability waits of partition logs (each served by a sync round or an fdatasync).", vec![shard()], fsyncs as f64));
-        out.push(sample("corestream_sync_rounds_total", Kind::Counter, "Group-commit sync rounds (one syncfs each, covering every partition of the core).", vec![shard()], self.syncer.rounds.get() as f64));
+        out.push(sample("corestream_sync_rounds_total", Kind::Counter, "Group-commit sync rounds, each covering every partition of the core (a device cache flush, or a syncfs when metadata is pending).", vec![shard()], self.syncer.rounds.get() as f64));
+        out.push(sample("corestream_sync_full_rounds_total", Kind::Counter, "Group-commit sync rounds that were a syncfs (metadata to commit).", vec![shard()], self.syncer.full_rounds.get() as f64));
         out.push(summary("corestream_sync_round_seconds", "Duration of group-commit sync rounds.", vec![shard()], &self.syncer.round_us.borrow(), 1e-6));
         out.push(summary("corestream_fsync_latency_seconds", "Time partition logs waited for their written bytes to be durable (a sync round or an fdatasync).", vec![shard()], &fsync, 1e-6));
         out.push(sample("corestream_log_memory_bytes", Kind::Gauge, "Bytes held in memory by partition logs (tail cache and unwritten batches).", vec![shard()], memory as f64));

@@ -183,6 +183,10 @@ struct Segment {
     /// with zeros). Writes inside it are overwrites: ext4 and XFS do them without
     /// touching metadata, so io_uring issues them inline and a sync is only a cache flush.
     zeroed: u64,
+    /// The part of `zeroed` whose metadata (extents, file size) a completed full sync
+    /// round has committed. While `zeroed` is past it, an acks=all sync of this segment
+    /// must be a full round; after that, a device cache flush covers its writes.
+    zeroed_committed: u64,
     next_offset: i64,
     max_timestamp: i64,
     offset_of_max_timestamp: i64,
@@ -206,6 +210,7 @@ impl Segment {
             tail_block: Vec::new(),
             allocated: 0,
             zeroed: 0,
+            zeroed_committed: 0,
             next_offset: base_offset,
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
@@ -958,7 +963,7 @@ impl PartitionLog {
     }
 
     async fn sync_if_wanted(self: &Rc<Self>, cfg: &LogConfig, wrote: bool) -> Result<bool, LogError> {
-        let (file, target) = {
+        let (file, target, metadata) = {
             let st = self.st.borrow();
             let policy = st.unsynced_messages >= cfg.flush_messages
                 || (cfg.flush_ms != i64::MAX && now_ms() - st.last_sync_ms >= cfg.flush_ms);
@@ -971,15 +976,23 @@ impl PartitionLog {
             // segment is finalized before the next one is written). That is not the active
             // segment while a rolled segment's last batches are being written.
             let last_written = st.segments.range(..target).next_back().map(|(_, s)| s);
-            (last_written.and_then(|s| s.file.clone()), target)
+            // Blocks written past what a full round committed: this sync must commit
+            // their metadata too (see the syncer). Remembered with the segment's base.
+            let metadata = last_written.filter(|s| s.zeroed > s.zeroed_committed).map(|s| (s.base_offset, s.zeroed));
+            (last_written.and_then(|s| s.file.clone()), target, metadata)
         };
         if let Some(file) = file {
             let started = std::time::Instant::now();
             let syncer = self.syncer.borrow().clone();
             match syncer {
                 // Group commit across the core's partitions: one sync round covers them all.
-                Some(s) => s.sync(file.clone()).await.map_err(|e| io_err("syncfs", e))?,
+                Some(s) => s.sync(file.clone(), metadata.is_some()).await.map_err(|e| io_err("sync round", e))?,
                 None => file.fdatasync().await.map_err(|e| io_err("fdatasync", e))?,
+            }
+            if let Some((base, zeroed)) = metadata {
+                if let Some(seg) = self.st.borrow_mut().segments.get_mut(&base) {
+                    seg.zeroed_committed = seg.zeroed_committed.max(zeroed);
+                }
             }
             self.stats.synced(started);
             #[cfg(test)]
@@ -1853,6 +1866,9 @@ async fn load_segment(
         }
         seg.allocated = file_size;
         // What lies past the data may be unwritten preallocation: zero it again as writes reach it.
+        // None of it counts as committed (`zeroed_committed` stays 0): after a SIGKILL the
+        // metadata of the last writes may still sit in the running journal transaction,
+        // so the first sync after recovery is a full one.
         seg.zeroed = align_up(seg.size);
         seg.file = Some(Rc::new(file));
     } else {
