@@ -54,3 +54,31 @@ fn metrics_follow_produce_traffic() {
     let (status, _) = scrape(admin, "/nope");
     assert!(status.contains("404"), "{status}");
 }
+
+/// A record produced alone in its request is kept in its partition's in-memory tail:
+/// it must not keep the connection's whole read buffer (64 KiB) alive with it. Before
+/// the fix each 1 KiB record here pinned 64 KiB, about 190 MiB for the 3,000 records.
+#[test]
+fn records_produced_one_per_request_do_not_pin_read_buffers() {
+    let admin = free_port();
+    let admin_set = format!("admin.listen=127.0.0.1:{admin}");
+    let broker = Broker::start(1, &[admin_set.as_str()]);
+    let topic = unique("pinning");
+    create_topic(&broker.addr(), &topic, 1, &[]);
+    // One record per request, one request at a time: each arrives alone in the read buffer.
+    let mut cfg = producer_config(&broker.addr());
+    cfg.set("linger.ms", "0").set("batch.num.messages", "1").set("max.in.flight.requests.per.connection", "1").set("acks", "1");
+    let value = "x".repeat(1024);
+    let records = |n: usize| (0..n).map(|_| TestRecord::value(value.clone())).collect::<Vec<_>>();
+    let resident = || {
+        let (_, body) = scrape(admin, "/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix("corestream_resident_memory_bytes ")?.trim().parse::<f64>().ok())
+            .expect("resident memory reported")
+    };
+    assert_eq!(produce_ok(&cfg, &topic, &records(200)).len(), 200);
+    let before = resident();
+    assert_eq!(produce_ok(&cfg, &topic, &records(3000)).len(), 3000);
+    let grown = (resident() - before) / (1024.0 * 1024.0);
+    assert!(grown < 48.0, "resident memory grew {grown:.1} MiB for 3,000 records of 1 KiB");
+}

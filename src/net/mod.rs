@@ -44,6 +44,8 @@ const FETCH: i16 = 1;
 
 /// Smallest socket read: enough for many small pipelined requests at once.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// A connection's read buffer is reused while its capacity is at most this.
+const READ_BUFFER_KEPT_BYTES_MAX: usize = 4 * READ_CHUNK_BYTES;
 
 /// At most one warning per core per this interval about refused connections.
 const REJECT_WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -426,12 +428,26 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: Option<IpAddr>) ->
                 break;
             }
             frame_missing = 0;
-            let frame = if buf.len() == 4 + size {
-                // The buffer holds exactly this frame: hand it over whole, so the frame's
-                // allocation has no other owner and a produce can stamp batches in place.
+            let frame = if buf.len() == 4 + size && buf.capacity() <= 2 * (4 + size) {
+                // The buffer holds exactly this frame and the frame fills most of it: hand
+                // it over whole (no copy of a large frame), so the frame's allocation has
+                // no other owner and a produce can stamp batches in place.
                 let mut whole = std::mem::take(&mut buf);
                 bytes::Buf::advance(&mut whole, 4);
                 whole.freeze()
+            } else if buf.len() == 4 + size {
+                // A small frame alone in a large buffer: copy it into its own allocation and
+                // keep the buffer. Handing the buffer over would let every batch kept in a
+                // partition's in-memory tail pin a whole read buffer (64 KiB for a 1 KiB
+                // record), and the next read would fault in a fresh one.
+                // A buffer grown for a large frame is let go rather than kept per connection.
+                let frame = BytesMut::from(&buf[4..]);
+                if buf.capacity() > READ_BUFFER_KEPT_BYTES_MAX {
+                    buf = BytesMut::new();
+                } else {
+                    buf.clear();
+                }
+                frame.freeze()
             } else {
                 let _ = buf.split_to(4);
                 buf.split_to(size).freeze()
