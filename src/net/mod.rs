@@ -439,8 +439,8 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: Option<IpAddr>) ->
                 // A small frame alone in a large buffer: copy it into its own allocation and
                 // keep the buffer. Handing the buffer over would let every batch kept in a
                 // partition's in-memory tail pin a whole read buffer (64 KiB for a 1 KiB
-                // record), and the next read would fault in a fresh one.
-                // A buffer grown for a large frame is let go rather than kept per connection.
+                // record), and the next read would fault in a fresh one. A buffer grown
+                // for a large frame is let go rather than kept by the connection.
                 let frame = BytesMut::from(&buf[4..]);
                 if buf.capacity() > READ_BUFFER_KEPT_BYTES_MAX {
                     buf = BytesMut::new();
