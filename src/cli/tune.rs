@@ -376,6 +376,7 @@ pub const TUNERS: &[Tuner] = &[
     Tuner { name: "transparent_hugepage", check: check_thp },
     Tuner { name: "vm.swappiness", check: check_swappiness },
     Tuner { name: "clocksource", check: check_clocksource },
+    Tuner { name: "cpu.idle.haltpoll", check: check_guest_halt_poll },
     Tuner { name: "net.core.somaxconn", check: check_somaxconn },
     Tuner { name: "net.ipv4.tcp_max_syn_backlog", check: check_syn_backlog },
     Tuner { name: "rlimit.memlock", check: check_memlock },
@@ -900,6 +901,48 @@ pub fn check_clocksource(host: &Host, _ctx: &Ctx) -> Check {
             "tsc is not offered (available: {}): the kernel found the TSC unstable, or this is not x86",
             if available.is_empty() { "-" } else { available.as_str() }
         );
+    }
+    c
+}
+
+// --- Idle vCPUs of a KVM guest --------------------------------------------------
+
+/// Guest halt polling recommended on a KVM guest (ns): the kernel's own default.
+pub const GUEST_HALT_POLL_NS_WANT: u64 = 200_000;
+
+pub fn check_guest_halt_poll(host: &Host, _ctx: &Ctx) -> Check {
+    const NAME: &str = "cpu.idle.haltpoll";
+    const PATH: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
+    const GOVERNOR: &str = "/sys/devices/system/cpu/cpuidle/current_governor";
+    let Ok(current) = host.read(PATH) else {
+        return Check::na(
+            NAME,
+            PATH,
+            "no haltpoll cpuidle driver (not a KVM guest); on bare metal idle states are C-states, set in the BIOS or with intel_idle.max_cstate=",
+        );
+    };
+    let mut c = Check::new(NAME, PATH);
+    c.current = current.clone();
+    c.recommended = GUEST_HALT_POLL_NS_WANT.to_string();
+    c.persist = Some(format!("kernel command line: haltpoll.guest_halt_poll_ns={GUEST_HALT_POLL_NS_WANT}"));
+    c.reason = "a vCPU that halts as soon as it idles leaves the guest (a VM exit) and needs an injected interrupt to wake up, \
+                so a shard idle between requests pays both for each request; polling up to 200 µs first cost 6-12% less \
+                broker CPU at 1,000 msg/s on the project's test VM (tuning/README.md)"
+        .into();
+    match current.parse::<u64>() {
+        Ok(ns) if ns >= GUEST_HALT_POLL_NS_WANT => c.status = Status::Ok,
+        Ok(_) => {
+            c.status = Status::Change;
+            c.action = Action::Write { writes: vec![write(PATH, GUEST_HALT_POLL_NS_WANT.to_string())] };
+        }
+        Err(_) => {
+            c.status = Status::NotApplicable;
+            c.reason = format!("unexpected value {current:?}");
+        }
+    }
+    match host.read(GOVERNOR) {
+        Ok(g) if g != "haltpoll" => c.notes.push(format!("the cpuidle governor is {g}, not haltpoll: the setting only takes effect with haltpoll")),
+        _ => {}
     }
     c
 }
@@ -1699,6 +1742,28 @@ mod tests {
         assert_eq!(run_tuner(t, &host, &ctx(), true).status, Status::Applied);
         assert_eq!(read(d.path(), &format!("{DIR}/current_clocksource")), "tsc\n");
         assert_eq!(run_tuner(t, &host, &ctx(), false).status, Status::Ok);
+    }
+
+    #[test]
+    fn guest_halt_polling() {
+        let d = tempfile::tempdir().unwrap();
+        let host = Host::new(d.path());
+        let t = tuner("cpu.idle.haltpoll");
+        const P: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
+        assert_eq!(run_tuner(t, &host, &ctx(), false).status, Status::NotApplicable, "not a KVM guest");
+        put(d.path(), P, "0\n");
+        put(d.path(), "/sys/devices/system/cpu/cpuidle/current_governor", "haltpoll\n");
+        let c = run_tuner(t, &host, &ctx(), false);
+        assert_eq!((c.status, c.current.as_str(), c.recommended.as_str()), (Status::Change, "0", "200000"));
+        assert!(c.notes.is_empty(), "{c:?}");
+        assert_eq!(read(d.path(), P), "0\n", "dry run writes nothing");
+        assert_eq!(run_tuner(t, &host, &ctx(), true).status, Status::Applied);
+        assert_eq!(read(d.path(), P), "200000\n");
+        assert_eq!(run_tuner(t, &host, &ctx(), false).status, Status::Ok);
+        put(d.path(), "/sys/devices/system/cpu/cpuidle/current_governor", "menu\n");
+        assert!(run_tuner(t, &host, &ctx(), false).notes.iter().any(|n| n.contains("menu")));
+        put(d.path(), P, "garbage\n");
+        assert_eq!(run_tuner(t, &host, &ctx(), false).status, Status::NotApplicable);
     }
 
     #[test]
