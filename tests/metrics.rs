@@ -16,10 +16,11 @@ fn scrape(port: u16, path: &str) -> (String, String) {
     (head.lines().next().unwrap_or_default().to_string(), body.to_string())
 }
 
-/// The sum over shards of every sample of `name` whose labels contain `filter`.
+/// The sum over shards of every sample of `name` whose labels contain `filter`
+/// (a sample without labels, such as the process's resident memory, counts too).
 fn total(body: &str, name: &str, filter: &str) -> f64 {
     body.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(filter))
+        .filter(|l| (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))) && l.contains(filter))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -71,10 +72,9 @@ fn records_produced_one_per_request_do_not_pin_read_buffers() {
     let value = "x".repeat(1024);
     let records = |n: usize| (0..n).map(|_| TestRecord::value(value.clone())).collect::<Vec<_>>();
     let resident = || {
-        let (_, body) = scrape(admin, "/metrics");
-        body.lines()
-            .find_map(|l| l.strip_prefix("corestream_resident_memory_bytes ")?.trim().parse::<f64>().ok())
-            .expect("resident memory reported")
+        let rss = total(&scrape(admin, "/metrics").1, "corestream_resident_memory_bytes", "");
+        assert!(rss > 0.0, "resident memory reported");
+        rss
     };
     assert_eq!(produce_ok(&cfg, &topic, &records(200)).len(), 200);
     let before = resident();
