@@ -377,6 +377,7 @@ pub const TUNERS: &[Tuner] = &[
     Tuner { name: "vm.swappiness", check: check_swappiness },
     Tuner { name: "clocksource", check: check_clocksource },
     Tuner { name: "cpu.idle.haltpoll", check: check_guest_halt_poll },
+    Tuner { name: "cpu.idle.cstates", check: check_cstates },
     Tuner { name: "net.core.somaxconn", check: check_somaxconn },
     Tuner { name: "net.ipv4.tcp_max_syn_backlog", check: check_syn_backlog },
     Tuner { name: "rlimit.memlock", check: check_memlock },
@@ -943,6 +944,88 @@ pub fn check_guest_halt_poll(host: &Host, _ctx: &Ctx) -> Check {
     match host.read(GOVERNOR) {
         Ok(g) if g != "haltpoll" => c.notes.push(format!("the cpuidle governor is {g}, not haltpoll: the setting only takes effect with haltpoll")),
         _ => {}
+    }
+    c
+}
+
+/// Deepest idle-state exit latency (µs) left enabled on shard CPUs: C1/C1E-class states
+/// (1-10 µs on current x86 server parts) stay, C3/C6 and deeper (tens to hundreds of µs) go.
+pub const CSTATE_EXIT_LATENCY_MAX_US: u64 = 10;
+
+/// Idle states (C-states) of the shard CPUs: the deep ones are disabled, because a shard
+/// that sleeps between requests pays the state's exit latency on the next request.
+pub fn check_cstates(host: &Host, ctx: &Ctx) -> Check {
+    const NAME: &str = "cpu.idle.cstates";
+    let target = format!("cpu {}", format_cpulist(&ctx.shard_cpus));
+    // (state name, exit latency) -> CPUs where it is enabled / disabled
+    let mut enabled_deep: BTreeMap<(String, u64), Vec<usize>> = BTreeMap::new();
+    let mut disabled_deep: BTreeMap<(String, u64), Vec<usize>> = BTreeMap::new();
+    let mut writes = Vec::new();
+    let mut seen_any = false;
+    let mut unreadable = Vec::new();
+    for &cpu in &ctx.shard_cpus {
+        for k in 0.. {
+            let dir = format!("/sys/devices/system/cpu/cpu{cpu}/cpuidle/state{k}");
+            let Ok(name) = host.read(&format!("{dir}/name")) else { break };
+            seen_any = true;
+            let (Some(latency), Some(disabled)) = (
+                host.read(&format!("{dir}/latency")).ok().and_then(|v| v.parse::<u64>().ok()),
+                host.read(&format!("{dir}/disable")).ok().and_then(|v| v.parse::<u8>().ok()),
+            ) else {
+                unreadable.push(format!("{dir}"));
+                continue;
+            };
+            if latency <= CSTATE_EXIT_LATENCY_MAX_US {
+                continue;
+            }
+            if disabled == 0 {
+                writes.push(write(format!("{dir}/disable"), "1"));
+                enabled_deep.entry((name, latency)).or_default().push(cpu);
+            } else {
+                disabled_deep.entry((name, latency)).or_default().push(cpu);
+            }
+        }
+    }
+    if !seen_any {
+        let why = if ctx.vm.is_some() {
+            "no cpuidle states on the shard CPUs: in a VM idle is a halt (see cpu.idle.haltpoll)"
+        } else {
+            "no cpuidle driver on the shard CPUs (idle is a plain halt): nothing to disable; C-states \
+             may still be limited in the BIOS"
+        };
+        return Check::na(NAME, target, why);
+    }
+    let list = |m: &BTreeMap<(String, u64), Vec<usize>>| {
+        m.iter().map(|((n, l), cpus)| format!("{n} ({l} µs, cpu {})", format_cpulist(cpus))).collect::<Vec<_>>().join(", ")
+    };
+    let mut c = Check::new(NAME, target);
+    c.current = if enabled_deep.is_empty() {
+        format!("no state deeper than {CSTATE_EXIT_LATENCY_MAX_US} µs enabled")
+    } else {
+        format!("enabled: {}", list(&enabled_deep))
+    };
+    c.recommended = format!("states with exit latency over {CSTATE_EXIT_LATENCY_MAX_US} µs disabled");
+    c.persist = Some(format!(
+        "kernel command line: intel_idle.max_cstate=1 (Intel) or processor.max_cstate=1 (ACPI idle), or the tuned \
+         profile latency-performance (holds /dev/cpu_dma_latency at {CSTATE_EXIT_LATENCY_MAX_US} µs or less); \
+         the sysfs switches reset at reboot"
+    ));
+    if !disabled_deep.is_empty() {
+        c.notes.push(format!("already disabled: {}", list(&disabled_deep)));
+    }
+    if !unreadable.is_empty() {
+        c.notes.push(format!("unreadable: {}", unreadable.join(", ")));
+    }
+    if writes.is_empty() {
+        c.status = Status::Ok;
+        c.reason = "a shard CPU wakes from idle within a few microseconds".into();
+    } else {
+        c.status = Status::Change;
+        c.reason = "a shard idles between requests whenever the load is below saturation; waking from a deep \
+                    C-state adds its exit latency (tens to hundreds of µs) to the next request, and every core \
+                    pays it independently. Costs idle power on the shard CPUs only"
+            .into();
+        c.action = Action::Write { writes };
     }
     c
 }
@@ -1764,6 +1847,38 @@ mod tests {
         assert!(run_tuner(t, &host, &ctx(), false).notes.iter().any(|n| n.contains("menu")));
         put(d.path(), P, "garbage\n");
         assert_eq!(run_tuner(t, &host, &ctx(), false).status, Status::NotApplicable);
+    }
+
+    #[test]
+    fn deep_cstates_on_shard_cpus_are_disabled() {
+        let d = tempfile::tempdir().unwrap();
+        let host = Host::new(d.path());
+        let t = tuner("cpu.idle.cstates");
+        assert_eq!(run_tuner(t, &host, &ctx(), false).status, Status::NotApplicable, "no cpuidle");
+        // Shard CPUs 0 and 1 (ctx()); CPU 2 is not a shard CPU and keeps its states.
+        for cpu in 0..3 {
+            for (k, (name, lat)) in [("POLL", 0), ("C1", 2), ("C1E", 10), ("C6", 133)].iter().enumerate() {
+                let dir = format!("/sys/devices/system/cpu/cpu{cpu}/cpuidle/state{k}");
+                put(d.path(), &format!("{dir}/name"), &format!("{name}\n"));
+                put(d.path(), &format!("{dir}/latency"), &format!("{lat}\n"));
+                put(d.path(), &format!("{dir}/disable"), "0\n");
+            }
+        }
+        let c = run_tuner(t, &host, &ctx(), false);
+        assert_eq!(c.status, Status::Change, "{c:?}");
+        assert!(c.current.contains("C6 (133 µs, cpu 0-1)"), "{}", c.current);
+        assert_eq!(read(d.path(), "/sys/devices/system/cpu/cpu0/cpuidle/state3/disable"), "0\n", "dry run writes nothing");
+        assert_eq!(run_tuner(t, &host, &ctx(), true).status, Status::Applied);
+        for cpu in 0..2 {
+            assert_eq!(read(d.path(), &format!("/sys/devices/system/cpu/cpu{cpu}/cpuidle/state3/disable")), "1\n");
+            for k in 0..3 {
+                assert_eq!(read(d.path(), &format!("/sys/devices/system/cpu/cpu{cpu}/cpuidle/state{k}/disable")), "0\n", "shallow state {k} stays");
+            }
+        }
+        assert_eq!(read(d.path(), "/sys/devices/system/cpu/cpu2/cpuidle/state3/disable"), "0\n", "not a shard CPU");
+        let c = run_tuner(t, &host, &ctx(), false);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(c.notes.iter().any(|n| n.contains("already disabled: C6")), "{:?}", c.notes);
     }
 
     #[test]
