@@ -14,7 +14,7 @@ use super::{decode, HandlerError, ResponseFuture};
 use crate::protocol::batch;
 use crate::protocol::errors as ec;
 use crate::protocol::frame::Request;
-use crate::shard::{Op, ProducePart, Reply, Shard};
+use crate::shard::{Appended, Op, ProducePart, Reply, Shard};
 use crate::storage::log::AppendInfo;
 
 /// Where one partition of the request stands: failed already, or sent to a shard.
@@ -35,6 +35,12 @@ fn keyless_records(records: &bytes::Bytes, spans: &[batch::BatchSpan]) -> Vec<i3
         }
     }
     out
+}
+
+/// One owner's share of a request: appended on this core already, or sent to another.
+enum Call {
+    Local(Vec<Appended>),
+    Remote(glommio::Task<Reply>),
 }
 
 /// Where a partition's validated batches lie in the request body.
@@ -144,18 +150,31 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
         }
     }
     // Dispatch now, in request order: each owner's appends are queued before the
-    // next request on this connection is read.
-    let mut calls = BTreeMap::new();
+    // next request on this connection is read. This core's own parts are appended
+    // right here (the usual case, and the cheapest: no task, no boxed op).
+    let mut calls = Vec::with_capacity(per_owner.len());
     for (owner, parts) in per_owner {
-        let s = shard.clone();
-        calls.insert(owner, glommio::spawn_local(async move { s.call(owner, Op::Produce { parts, acks }).await }));
+        let call = if owner == shard.id {
+            Call::Local(shard.produce_append(parts))
+        } else {
+            let s = shard.clone();
+            Call::Remote(glommio::spawn_local(async move { s.call(owner, Op::Produce { parts, acks }).await }))
+        };
+        calls.push((owner, call));
     }
     let version = api_version;
     Ok(Box::pin(async move {
         let mut results: BTreeMap<usize, Vec<Result<AppendInfo, i16>>> = BTreeMap::new();
-        for (owner, task) in calls {
-            if let Reply::Produce(r) = task.await {
-                results.insert(owner, r);
+        for (owner, call) in calls {
+            match call {
+                Call::Local(appended) => {
+                    results.insert(owner, Shard::produce_wait(appended, acks).await);
+                }
+                Call::Remote(task) => {
+                    if let Reply::Produce(r) = task.await {
+                        results.insert(owner, r);
+                    }
+                }
             }
         }
         if acks == 0 {

@@ -72,6 +72,10 @@ pub enum Reply {
 /// One producer on a partition: id, epoch, last sequence, last write ms, open transaction's first offset (-1: none).
 pub type ProducerSummary = (i64, i16, i32, i64, i64);
 
+/// A part appended by [`Shard::produce_append`]: its log and where the batches
+/// went, or the error code to answer with.
+pub type Appended = Result<(Rc<PartitionLog>, AppendInfo), i16>;
+
 #[derive(Debug)]
 pub struct ProducePart {
     pub topic: String,
@@ -348,6 +352,14 @@ impl Shard {
     /// Appends the batches of each part in call order (no await between them),
     /// then waits for durability as `acks` asks.
     pub async fn produce_local(self: &Rc<Self>, parts: Vec<ProducePart>, acks: i16) -> Vec<Result<AppendInfo, i16>> {
+        let started = self.produce_append(parts);
+        Self::produce_wait(started, acks).await
+    }
+
+    /// The first half of [`Self::produce_local`]: appends every part's batches now,
+    /// in order, without awaiting. The produce handler calls it directly for parts
+    /// this core owns (no task, no boxed op), then awaits [`Self::produce_wait`].
+    pub fn produce_append(&self, parts: Vec<ProducePart>) -> Vec<Appended> {
         let epoch_of = |t: &str, p: i32| -> i32 {
             let img = self.image.borrow();
             img.topics.get(t).and_then(|tm| tm.partitions.get(p as usize)).map(|pm| pm.leader_epoch).unwrap_or(0)
@@ -380,6 +392,12 @@ impl Shard {
                 _ => started.push(Err(ec::CORRUPT_MESSAGE)),
             }
         }
+        started
+    }
+
+    /// The second half of [`Self::produce_local`]: waits until each appended part is
+    /// as durable as `acks` asks.
+    pub async fn produce_wait(started: Vec<Appended>, acks: i16) -> Vec<Result<AppendInfo, i16>> {
         let mut out = Vec::with_capacity(started.len());
         for s in started {
             out.push(match s {
