@@ -246,10 +246,14 @@ impl Coordinator {
                     return GroupReply::Code(e);
                 }
                 let mut groups = me.groups.borrow_mut();
-                GroupReply::Code(match groups.get_mut(&group) {
+                let code = match groups.get_mut(&group) {
                     Some(g) => g.heartbeat(&member_id, instance_id.as_deref(), generation, now),
                     None => ec::UNKNOWN_MEMBER_ID,
-                })
+                };
+                if code != ec::NONE {
+                    tracing::debug!(group, member = %member_id, generation, error = code, "heartbeat answered");
+                }
+                GroupReply::Code(code)
             }
             GroupOp::Leave { group, members } => {
                 if let Err(e) = Self::check_ready(shard, &group) {
@@ -263,11 +267,14 @@ impl Coordinator {
                         None => members.iter().map(|m| (m.member_id.clone(), m.instance_id.clone(), ec::UNKNOWN_MEMBER_ID)).collect(),
                     }
                 };
+                tracing::debug!(group, left = ?r, "leave answered");
                 run_actions(shard, &group, out);
                 GroupReply::Leave(Ok(r))
             }
             GroupOp::Commit { group, member_id, instance_id, generation, parts } => {
-                GroupReply::Commit(commit(shard, &group, &member_id, instance_id.as_deref(), generation, parts, now).await)
+                let r = commit(shard, &group, &member_id, instance_id.as_deref(), generation, parts, now).await;
+                tracing::debug!(group, member = %member_id, generation, result = ?r, "commit answered");
+                GroupReply::Commit(r)
             }
             GroupOp::TxnCommit { group, producer_id, epoch, member_id, generation, parts } => {
                 GroupReply::Commit(txn_commit(shard, &group, producer_id, epoch, &member_id, generation, parts, now).await)
