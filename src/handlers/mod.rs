@@ -153,6 +153,17 @@ pub async fn start(shard: &Rc<Shard>, req: Request) -> Result<ResponseFuture, Ha
     if req.api_version < range.0 || req.api_version > range.1 {
         return Err(HandlerError::UnsupportedVersion { api, version: req.api_version });
     }
+    if !matches!(api, ApiKey::Produce | ApiKey::Fetch) {
+        // Control-plane requests only (the data path would drown the log).
+        tracing::debug!(
+            api = ?api,
+            version = req.api_version,
+            correlation_id = req.correlation_id,
+            client_id = req.header.client_id.as_deref().unwrap_or(""),
+            shard = shard.id,
+            "request"
+        );
+    }
     let shard = shard.clone();
     Ok(match api {
         ApiKey::Produce => produce::start(&shard, req).await?,
