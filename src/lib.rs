@@ -38,7 +38,9 @@
 //! (backpressure: past the bound the reader stops reading). A produce request
 //! validates its batches ([`protocol::batch`]) on the connection's core and
 //! dispatches them to their owners *before* the next request is read, so a
-//! producer's pipelined batches land in order.
+//! producer's pipelined batches land in order. Batches for partitions the
+//! connection's own core owns are appended right in the handler
+//! ([`shard::Shard::produce_append`]); only the others cross the mesh.
 //!
 //! ## Coordinators
 //!
