@@ -39,8 +39,15 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<FetchPartResult> 
             per_owner.entry(*owner).or_default().push((i, part.clone()));
         }
     }
+    // Other owners are asked first (they read concurrently); this core's own
+    // partitions are then read right here, without a task or a boxed op.
     let mut tasks = Vec::new();
+    let mut local = Vec::new();
     for (owner, parts) in per_owner {
+        if owner == shard.id {
+            local = parts;
+            continue;
+        }
         let s = shard.clone();
         let (idx, parts): (Vec<usize>, Vec<FetchPart>) = parts.into_iter().unzip();
         tasks.push((idx, glommio::spawn_local(async move { s.call(owner, Op::Fetch { parts }).await })));
@@ -54,6 +61,9 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<FetchPartResult> 
             ..Default::default()
         })
         .collect();
+    for (i, part) in local {
+        out[i] = shard.fetch_local(&part).await;
+    }
     for (idx, task) in tasks {
         if let Reply::Fetch(results) = task.await {
             for (i, r) in idx.into_iter().zip(results) {
@@ -76,9 +86,13 @@ async fn watch_all(shard: &Rc<Shard>, wanted: &[Wanted], wait: Duration, committ
     let mut futures: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
     for (owner, parts) in per_owner {
         let s = shard.clone();
-        futures.push(Box::pin(async move {
-            s.call(owner, Op::Watch { parts, wait_ms, committed }).await;
-        }));
+        futures.push(if owner == shard.id {
+            Box::pin(async move { s.watch_local(&parts, wait_ms, committed).await })
+        } else {
+            Box::pin(async move {
+                s.call(owner, Op::Watch { parts, wait_ms, committed }).await;
+            })
+        });
     }
     futures.push(Box::pin(glommio::timer::sleep(wait)));
     crate::util::first_of(futures).await;

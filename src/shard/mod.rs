@@ -417,7 +417,7 @@ impl Shard {
         out
     }
 
-    async fn fetch_local(&self, p: &FetchPart) -> FetchPartResult {
+    pub async fn fetch_local(&self, p: &FetchPart) -> FetchPartResult {
         let Some(log) = self.log(&p.topic, p.partition) else {
             return FetchPartResult { error: ec::NOT_LEADER_OR_FOLLOWER, high_watermark: -1, log_start_offset: -1, ..Default::default() };
         };
@@ -455,7 +455,7 @@ impl Shard {
         }
     }
 
-    async fn watch_local(&self, parts: &[(String, i32, i64)], wait_ms: i64, committed: bool) {
+    pub async fn watch_local(&self, parts: &[(String, i32, i64)], wait_ms: i64, committed: bool) {
         let logs: Vec<(Rc<PartitionLog>, i64)> =
             parts.iter().filter_map(|(t, p, o)| self.log(t, *p).map(|l| (l, *o))).collect();
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms.max(0) as u64);
