@@ -156,9 +156,15 @@ fn close<C: ConsumerContext + 'static>(c: BaseConsumer<C>, what: &str) {
 /// the leaving causes. A member left unpolled with a rebalance event waiting can
 /// hang in its own close later (librdkafka's close then waits forever on the
 /// rebalance callback: confluentinc/librdkafka#4884; seen here about once in 40
-/// runs), so no test closes a member while the others sit idle. Returns the
+/// runs), so no test closes a member while the others sit idle.
+///
+/// With `settle` (topic, partition count), the next member is closed only once
+/// the remaining ones own every partition of the topic between them for a
+/// moment: a member closed in the middle of a rebalance leaves before its revoke
+/// callback can commit (librdkafka sends LeaveGroup first), and its records are
+/// then read again, as Kafka's at-least-once handoff allows. Returns the
 /// positions of the records the remaining members received meanwhile.
-fn close_in_turn(members: Vec<Member>, label: &str) -> Vec<(i32, i64)> {
+fn close_in_turn(members: Vec<Member>, label: &str, settle: Option<(&str, i32)>) -> Vec<(i32, i64)> {
     let mut rest: std::collections::VecDeque<(usize, Member)> = members.into_iter().enumerate().collect();
     let mut received = Vec::new();
     while let Some((i, m)) = rest.pop_front() {
@@ -192,6 +198,20 @@ fn close_in_turn(members: Vec<Member>, label: &str) -> Vec<(i32, i64)> {
             }
         }
         let _ = handle.join();
+        let Some((topic, partitions)) = settle.filter(|_| !rest.is_empty()) else { continue };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut settled_since: Option<Instant> = None;
+        while settled_since.is_none_or(|t| t.elapsed() < Duration::from_millis(500)) {
+            for (_, other) in &rest {
+                if let Some(Ok(msg)) = other.poll(Duration::from_millis(10)) {
+                    received.push((msg.partition(), msg.offset()));
+                }
+            }
+            let sets: Vec<BTreeSet<i32>> = rest.iter().map(|(_, m)| assigned(m, topic)).collect();
+            let good = is_partitioning(&sets.iter().collect::<Vec<_>>(), partitions);
+            settled_since = if good { settled_since.or(Some(Instant::now())) } else { None };
+            assert!(Instant::now() < deadline, "after {what}: the remaining members did not take over every partition within 30s: {sets:?}");
+        }
     }
     received
 }
@@ -339,7 +359,7 @@ fn three_members_read_everything_once(extra: &[(&str, &str)]) {
     let per_member: Vec<usize> = (0..3).map(|i| seen.values().filter(|v| **v == i).count()).collect();
     // Each leaving member commits what it read when its partitions are revoked,
     // so the members that take them over find nothing left to read.
-    let redelivered = close_in_turn(members, "member");
+    let redelivered = close_in_turn(members, "member", Some((&topic, PARTITIONS)));
 
     assert!(callback_errors.is_empty(), "rebalance callback errors: {callback_errors:?}");
     assert!(poll_errors.is_empty(), "consumer errors: {poll_errors:?}");
@@ -525,7 +545,7 @@ fn crashed_member_partitions_move_to_survivors() {
     };
     let took = killed.elapsed();
     let errors: Vec<String> = survivors.iter().flat_map(|m| m.context().errors()).collect();
-    close_in_turn(survivors, "survivor");
+    close_in_turn(survivors, "survivor", None);
     assert!(errors.is_empty(), "rebalance errors: {errors:?}");
     eprintln!("crashed member held {doomed:?}; survivors {before:?} -> {after:?} after {took:?}");
 }
@@ -707,7 +727,7 @@ fn static_member_restart_does_not_rebalance() {
     let b_after = assigned(&b, &topic);
     let b_events_after = b.context().rebalances();
     let errors: Vec<String> = a2.context().errors().into_iter().chain(b.context().errors()).collect();
-    close_in_turn(vec![a2, b], "static member (a2, b)");
+    close_in_turn(vec![a2, b], "static member (a2, b)", None);
     assert!(errors.is_empty(), "rebalance errors: {errors:?}");
     assert_eq!(
         b_events_after, b_events,
