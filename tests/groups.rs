@@ -165,6 +165,13 @@ fn close<C: ConsumerContext + 'static>(c: BaseConsumer<C>, what: &str) {
 /// then read again, as Kafka's at-least-once handoff allows. Returns the
 /// positions of the records the remaining members received meanwhile.
 fn close_in_turn(members: Vec<Member>, label: &str, settle: Option<(&str, i32)>) -> Vec<(i32, i64)> {
+    fn poll_all(members: &std::collections::VecDeque<(usize, Member)>, received: &mut Vec<(i32, i64)>) {
+        for (_, m) in members {
+            if let Some(Ok(msg)) = m.poll(Duration::from_millis(10)) {
+                received.push((msg.partition(), msg.offset()));
+            }
+        }
+    }
     let mut rest: std::collections::VecDeque<(usize, Member)> = members.into_iter().enumerate().collect();
     let mut received = Vec::new();
     while let Some((i, m)) = rest.pop_front() {
@@ -191,22 +198,14 @@ fn close_in_turn(members: Vec<Member>, label: &str, settle: Option<(&str, i32)>)
             if rest.is_empty() {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            for (_, other) in &rest {
-                if let Some(Ok(msg)) = other.poll(Duration::from_millis(10)) {
-                    received.push((msg.partition(), msg.offset()));
-                }
-            }
+            poll_all(&rest, &mut received);
         }
         let _ = handle.join();
         let Some((topic, partitions)) = settle.filter(|_| !rest.is_empty()) else { continue };
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut settled_since: Option<Instant> = None;
         while settled_since.is_none_or(|t| t.elapsed() < Duration::from_millis(500)) {
-            for (_, other) in &rest {
-                if let Some(Ok(msg)) = other.poll(Duration::from_millis(10)) {
-                    received.push((msg.partition(), msg.offset()));
-                }
-            }
+            poll_all(&rest, &mut received);
             let sets: Vec<BTreeSet<i32>> = rest.iter().map(|(_, m)| assigned(m, topic)).collect();
             let good = is_partitioning(&sets.iter().collect::<Vec<_>>(), partitions);
             settled_since = if good { settled_since.or(Some(Instant::now())) } else { None };
