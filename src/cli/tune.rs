@@ -972,7 +972,7 @@ pub fn check_cstates(host: &Host, ctx: &Ctx) -> Check {
                 host.read(&format!("{dir}/latency")).ok().and_then(|v| v.parse::<u64>().ok()),
                 host.read(&format!("{dir}/disable")).ok().and_then(|v| v.parse::<u8>().ok()),
             ) else {
-                unreadable.push(format!("{dir}"));
+                unreadable.push(dir);
                 continue;
             };
             if latency <= CSTATE_EXIT_LATENCY_MAX_US {
