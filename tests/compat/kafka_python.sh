@@ -139,7 +139,7 @@ run_one() {
     mark=$(broker_log_mark)
     t0=$(date +%s.%N)
     (cd "$KP_DIR" && exec timeout -k 5 $((timeout_s + 30)) "$PY" -m pytest -p no:cacheprovider \
-        -o addopts= --timeout="$timeout_s" --timeout-method=thread -rA -q "$id") > "$out" 2>&1
+        -o addopts= -o log_level=DEBUG --timeout="$timeout_s" --timeout-method=thread -rA -q "$id") > "$out" 2>&1
     rc=$?
     t1=$(date +%s.%N)
     secs=$(printf '%.1f' "$(echo "$t1 - $t0" | bc)")
@@ -168,6 +168,42 @@ run_one() {
     [ -n "$reason" ] && line="$line  # $reason"
     echo "$line" > "$LOGS/$safe.result"
     echo "$line"
+}
+
+# subscribe_race_seen LOG: true when a consumer in the test's client log (DEBUG) lost a
+# subscription to kafka-python's own metadata race. Its IO thread sent a MetadataRequest
+# naming no topics, the main thread subscribed before the answer came, and that answer
+# (which cannot hold the new topic) cleared the client's "update needed" flag and
+# assigned nothing; the client then waits out metadata_max_age_ms (300 s) before asking
+# again (kafka/cluster.py, set_topics: "TODO: handle future when old metadata request is
+# currently in-flight"). Nothing the broker answers can prevent it.
+subscribe_race_seen() {
+    awk '
+        # columns: time LEVEL <thread-ident>:<thread-name> logger message...
+        /Sending metadata request MetadataRequest\(topics=\[\],/ { pending[$3] = 1; next }
+        /kafka.consumer.group +Subscribed to topic\(s\)/ { for (t in pending) if (pending[t]) raced[t] = 1; next }
+        /kafka.cluster +Updated metadata:/ { armed[$3] = raced[$3]; pending[$3] = 0; raced[$3] = 0; next }
+        /Updated partition assignment: \[\]$/ { if (armed[$3]) found = 1 }
+        END { exit !found }
+    ' "$1"
+}
+
+# run_allowlisted ID: runs an allowlisted test; a failure whose log shows the client's
+# subscribe race (above) is run once more, and the result line says so either way.
+run_allowlisted() {
+    local id=$1 name safe first
+    name=$(short "$id"); safe=$(safe_of "$name")
+    first=$(run_one "$id" "$TEST_TIMEOUT")
+    if [ "${first%% *}" = FAIL ] && subscribe_race_seen "$LOGS/$safe.log"; then
+        mv "$LOGS/$safe.log" "$LOGS/$safe.first-run.log"
+        mv "$LOGS/$safe.broker.log" "$LOGS/$safe.first-run.broker.log"
+        log "$name: the first run hit kafka-python's subscribe/metadata race (client bug, see findings-kafka-python.md); running it once more"
+        run_one "$id" "$TEST_TIMEOUT" > /dev/null
+        sed -i -E 's/^([A-Z]+ +[0-9.]+s [^ ]+)(  # (.*))?$/\1  # rerun: the first run hit the client'"'"'s subscribe\/metadata race (log: '"$safe"'.first-run.log)\2/' "$LOGS/$safe.result"
+        cat "$LOGS/$safe.result"
+    else
+        echo "$first"
+    fi
 }
 
 restart_if_dead() {
@@ -211,7 +247,7 @@ START=$(date +%s)
 if [ ${#PHASE1[@]} -gt 0 ]; then
     log "phase 1: ${#PHASE1[@]} allowlisted tests, one at a time (${TEST_TIMEOUT}s each)"
     for id in "${PHASE1[@]}"; do
-        run_one "$id" "$TEST_TIMEOUT"
+        run_allowlisted "$id"
         restart_if_dead "during $(short "$id")"
     done
 fi
@@ -254,6 +290,8 @@ total=${#IDS[@]}
     echo "# kafka-python $KP_VERSION test/integration vs corestream: $BROKER_BIN_INFO; KAFKA_VERSION=$KAFKA_VERSION; $(date '+%F %T')"
     echo "# total: $total  passed: $npass  failed: $nfail  skipped: $nskip  wall: $((END - START))s (phase 1: $((P1_END - START))s, phase 2: $((END - P1_END))s)"
     echo "# (Apache Kafka 3.7 in the same set-up: 46 passed, 5 failed, SASL/SSL and version-gated tests skipped)"
+    nrerun=$(grep -c '# rerun:' "$RESULTS.tmp")
+    [ "$nrerun" -eq 0 ] || echo "# $nrerun allowlisted test(s) run twice: the first run hit kafka-python's subscribe/metadata race"
 } > "$RESULTS"
 rm -f "$RESULTS.tmp"
 echo "total: $total  passed: $npass  failed: $nfail  skipped: $nskip  wall: $((END - START))s"
