@@ -49,6 +49,9 @@ fn metrics_follow_produce_traffic() {
     assert_eq!(total(&body, "corestream_partition_produced_records_total", &topic), n as f64);
     assert!(total(&body, "corestream_requests_total", "api=\"Produce\"") >= 1.0);
     assert!(total(&body, "corestream_fsyncs_total", "") >= 1.0, "acks=all produce must have synced");
+    let writes = total(&body, "corestream_segment_writes_total", "");
+    assert!(writes >= 1.0, "produced batches must have been written");
+    assert_eq!(total(&body, "corestream_segment_write_seconds_count", ""), writes, "every write is timed");
     assert!(total(&body, "corestream_bytes_in_total", "") > 0.0);
     assert!(body.contains("shard=\"0\"") && body.contains("shard=\"1\""), "both shards report");
 

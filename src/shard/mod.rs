@@ -683,7 +683,8 @@ impl Shard {
         out.push(sample("corestream_reactor_seconds_total", Kind::Counter, "Time since the core's reactor started.", vec![shard()], stats.total_runtime().as_secs_f64()));
         out.push(sample("corestream_inflight_requests", Kind::Gauge, "Requests read and not yet answered on this core.", vec![shard()], self.inflight_requests.get() as f64));
         let mut fsync = crate::metrics::new_histogram();
-        let (mut fsyncs, mut memory) = (0u64, 0u64);
+        let mut write = crate::metrics::new_histogram();
+        let (mut fsyncs, mut writes, mut memory) = (0u64, 0u64, 0u64);
         for (topic, parts) in self.logs.borrow().iter() {
             for (i, log) in parts.iter().enumerate() {
                 let Some(log) = log else { continue };
@@ -698,6 +699,10 @@ impl Shard {
                 if let Ok(sum) = fsync.checked_add(&st.fsync_us.borrow()) {
                     fsync = sum;
                 }
+                writes += st.writes.get();
+                if let Ok(sum) = write.checked_add(&st.write_us.borrow()) {
+                    write = sum;
+                }
                 memory += log.memory_bytes() as u64;
             }
         }
@@ -706,6 +711,8 @@ impl Shard {
         out.push(sample("corestream_sync_full_rounds_total", Kind::Counter, "Group-commit sync rounds that were a syncfs (metadata to commit).", vec![shard()], self.syncer.full_rounds.get() as f64));
         out.push(summary("corestream_sync_round_seconds", "Duration of group-commit sync rounds.", vec![shard()], &self.syncer.round_us.borrow(), 1e-6));
         out.push(summary("corestream_fsync_latency_seconds", "Time partition logs waited for their written bytes to be durable (a sync round or an fdatasync).", vec![shard()], &fsync, 1e-6));
+        out.push(sample("corestream_segment_writes_total", Kind::Counter, "O_DIRECT segment writes of partition logs (each carries every batch queued when it started).", vec![shard()], writes as f64));
+        out.push(summary("corestream_segment_write_seconds", "Duration of O_DIRECT segment writes (submission to completion; acks=1 waits for one).", vec![shard()], &write, 1e-6));
         out.push(sample("corestream_log_memory_bytes", Kind::Gauge, "Bytes held in memory by partition logs (tail cache and unwritten batches).", vec![shard()], memory as f64));
         out
     }

@@ -317,6 +317,9 @@ pub struct LogStats {
     pub read_bytes: Cell<u64>,
     pub fsyncs: Cell<u64>,
     pub fsync_us: RefCell<histogram::Histogram>,
+    /// Segment writes (one O_DIRECT write of a flush step) and how long each took.
+    pub writes: Cell<u64>,
+    pub write_us: RefCell<histogram::Histogram>,
 }
 
 impl Default for LogStats {
@@ -327,6 +330,8 @@ impl Default for LogStats {
             read_bytes: Cell::new(0),
             fsyncs: Cell::new(0),
             fsync_us: RefCell::new(crate::metrics::new_histogram()),
+            writes: Cell::new(0),
+            write_us: RefCell::new(crate::metrics::new_histogram()),
         }
     }
 }
@@ -335,6 +340,11 @@ impl LogStats {
     fn synced(&self, started: std::time::Instant) {
         crate::metrics::add(&self.fsyncs, 1);
         let _ = self.fsync_us.borrow_mut().increment(started.elapsed().as_micros() as u64);
+    }
+
+    fn wrote(&self, started: std::time::Instant) {
+        crate::metrics::add(&self.writes, 1);
+        let _ = self.write_us.borrow_mut().increment(started.elapsed().as_micros() as u64);
     }
 }
 
@@ -1092,7 +1102,9 @@ impl PartitionLog {
         if let Some(errno) = tests::injected_write_fault() {
             return Err(io_err("writing segment", std::io::Error::from_raw_os_error(errno)));
         }
+        let started = std::time::Instant::now();
         let n = file.write_at(buf, pos).await.map_err(|e| io_err("writing segment", e))?;
+        self.stats.wrote(started);
         #[cfg(test)]
         tests::trace_io("write", &file);
         if n < write_len {
