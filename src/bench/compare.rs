@@ -121,13 +121,15 @@ pub fn compare(opts: &CompareOptions) -> Result<PathBuf> {
     let machine = if opts.skip_machine {
         None
     } else {
-        progress("measuring loopback TCP and O_DIRECT bandwidth");
+        progress("measuring loopback TCP, O_DIRECT bandwidth and small-write latency");
         let m = machine::measure(&opts.data_root);
         progress(&format!(
-            "loopback {} MB/s, O_DIRECT write {} MB/s, read {} MB/s",
+            "loopback {} MB/s, O_DIRECT write {} MB/s, read {} MB/s, 4 KiB write p99 {}, with fdatasync p99 {}",
             m.loopback_tcp_mb_per_sec.map(report::fmt_value).unwrap_or_else(|| "-".into()),
             m.direct_write_mb_per_sec.map(report::fmt_value).unwrap_or_else(|| "-".into()),
             m.direct_read_mb_per_sec.map(report::fmt_value).unwrap_or_else(|| "-".into()),
+            m.small_write.as_ref().map(|l| format!("{:.2} ms", l.p99_us / 1000.0)).unwrap_or_else(|| "-".into()),
+            m.small_synced_write.as_ref().map(|l| format!("{:.2} ms", l.p99_us / 1000.0)).unwrap_or_else(|| "-".into()),
         ));
         Some(m)
     };
@@ -277,6 +279,51 @@ fn report_workloads(report: &CompareReport) -> Vec<String> {
 }
 
 /// The Markdown report.
+/// The machine's limits as Markdown list items (also what `bench machine` prints).
+pub fn machine_markdown(m: &MachineInfo) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "- machine: {} CPUs ({}), {:.1} GiB RAM, kernel {}", m.nproc, m.cpu_model, m.mem_gib, m.kernel);
+    let lo = m.loopback_tcp_mb_per_sec.map(report::fmt_value).unwrap_or_else(|| {
+        format!("failed: {}", m.loopback_error.clone().unwrap_or_default())
+    });
+    let _ = writeln!(s, "- loopback TCP (one std sender thread, one receiver, 2 s): {lo} MB/s");
+    match (m.direct_write_mb_per_sec, m.direct_read_mb_per_sec) {
+        (Some(w), Some(r)) => {
+            let _ = writeln!(
+                s,
+                "- O_DIRECT 256 MiB in 1 MiB blocks in `{}`: write + fdatasync {} MB/s, read {} MB/s",
+                m.direct_io_dir,
+                report::fmt_value(w),
+                report::fmt_value(r)
+            );
+        }
+        _ => {
+            let _ = writeln!(s, "- O_DIRECT test failed: {}", m.direct_io_error.clone().unwrap_or_default());
+        }
+    }
+    match (&m.small_write, &m.small_synced_write) {
+        (Some(w), Some(ws)) => {
+            let _ = writeln!(
+                s,
+                "- one 4 KiB O_DIRECT overwrite, the floor under ack latency of a broker that acknowledges \
+                 only what reached the device: alone {} (acks=1), followed by fdatasync {} (acks=all with fsync)",
+                latency_line(w),
+                latency_line(ws)
+            );
+        }
+        _ => {
+            let _ = writeln!(s, "- small-write latency test failed: {}", m.small_write_error.clone().unwrap_or_default());
+        }
+    }
+    s
+}
+
+/// "p50 X ms, p99 Y ms, p99.9 Z ms, max W ms (N writes)".
+fn latency_line(l: &machine::LatencyStats) -> String {
+    let ms = |us: f64| format!("{:.2} ms", us / 1000.0);
+    format!("p50 {}, p99 {}, p99.9 {}, max {} ({} writes)", ms(l.p50_us), ms(l.p99_us), ms(l.p999_us), ms(l.max_us), l.count)
+}
+
 pub fn markdown(report: &CompareReport) -> String {
     let mut s = String::new();
     let names: Vec<String> = report.brokers.iter().map(|b| b.name.clone()).collect();
@@ -285,25 +332,7 @@ pub fn markdown(report: &CompareReport) -> String {
     let _ = writeln!(s, "- command: `{}`", report.command_line);
     let _ = writeln!(s, "- load generator: `corestream bench` on librdkafka {}, on the same machine as the broker", report.librdkafka);
     if let Some(m) = &report.machine {
-        let _ = writeln!(s, "- machine: {} CPUs ({}), {:.1} GiB RAM, kernel {}", m.nproc, m.cpu_model, m.mem_gib, m.kernel);
-        let lo = m.loopback_tcp_mb_per_sec.map(report::fmt_value).unwrap_or_else(|| {
-            format!("failed: {}", m.loopback_error.clone().unwrap_or_default())
-        });
-        let _ = writeln!(s, "- loopback TCP (one std sender thread, one receiver, 2 s): {lo} MB/s");
-        match (m.direct_write_mb_per_sec, m.direct_read_mb_per_sec) {
-            (Some(w), Some(r)) => {
-                let _ = writeln!(
-                    s,
-                    "- O_DIRECT 256 MiB in 1 MiB blocks in `{}`: write + fdatasync {} MB/s, read {} MB/s",
-                    m.direct_io_dir,
-                    report::fmt_value(w),
-                    report::fmt_value(r)
-                );
-            }
-            _ => {
-                let _ = writeln!(s, "- O_DIRECT test failed: {}", m.direct_io_error.clone().unwrap_or_default());
-            }
-        }
+        s.push_str(&machine_markdown(m));
     }
     let _ = writeln!(
         s,
@@ -556,7 +585,14 @@ mod tests {
             started_unix: 1_700_000_000,
             command_line: "corestream bench compare".into(),
             librdkafka: "2.12.1".into(),
-            machine: Some(MachineInfo { nproc: 2, loopback_tcp_mb_per_sec: Some(5000.0), ..MachineInfo::default() }),
+            machine: Some(MachineInfo {
+                nproc: 2,
+                loopback_tcp_mb_per_sec: Some(5000.0),
+                small_write: Some(machine::LatencyStats { count: 2000, p50_us: 330.0, p99_us: 2560.0, p999_us: 6900.0, max_us: 28670.0 }),
+                small_synced_write: None,
+                small_write_error: Some("fdatasync: boom".into()),
+                ..MachineInfo::default()
+            }),
             workloads: wls.iter().map(|s| s.to_string()).collect(),
             brokers: vec![mk("corestream", 400.0, false), mk("kafka", 200.0, true)],
         }
@@ -571,6 +607,16 @@ mod tests {
         assert!(md.contains("2023-11-14 22:13:20 UTC"));
         assert!(md.contains("![latency latency-25mbs](latency-latency-25mbs.svg)"));
         assert!(md.contains("loopback TCP"));
+        assert!(md.contains("- small-write latency test failed: fdatasync: boom"), "{md}");
+        let mut both = sample_report();
+        if let Some(m) = both.machine.as_mut() {
+            m.small_synced_write = m.small_write.clone();
+        }
+        assert!(
+            markdown(&both).contains("alone p50 0.33 ms, p99 2.56 ms, p99.9 6.90 ms, max 28.67 ms (2000 writes) (acks=1)"),
+            "{}",
+            markdown(&both)
+        );
     }
 
     #[test]

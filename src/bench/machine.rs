@@ -2,7 +2,10 @@
 //! the broker numbers can be read against them: loopback TCP bandwidth (one
 //! std sender thread, one receiver thread, ~2 s) and O_DIRECT write / read
 //! bandwidth of the filesystem holding the data directories (256 MiB in
-//! 1 MiB aligned blocks, then `fdatasync`), plus what the machine is.
+//! 1 MiB aligned blocks, then `fdatasync`), the device's round trip for one
+//! small write (4 KiB O_DIRECT overwrites, alone and each followed by
+//! `fdatasync`: the floor under acks=1 and acks=all latency of a broker that
+//! acknowledges only what reached the device), plus what the machine is.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -23,7 +26,16 @@ pub const DIRECT_IO_TOTAL_BYTES: usize = 256 << 20;
 const DIRECT_IO_BLOCK_BYTES: usize = 1 << 20;
 /// Buffer alignment for O_DIRECT (covers 512 B and 4 KiB logical blocks).
 const DIRECT_IO_ALIGN: usize = 4096;
+/// Small-write latency test: write size, the region it cycles over (written once
+/// first, so the timed writes are overwrites, as the broker's zero-ahead makes its
+/// small writes), and how many writes of each kind at most, within a time bound.
+const SMALL_WRITE_BYTES: usize = 4096;
+const SMALL_WRITE_REGION_BYTES: usize = 1 << 20;
+pub const SMALL_WRITES: usize = 2000;
+pub const SMALL_SYNCED_WRITES: usize = 1000;
+const SMALL_WRITE_TIME_BOUND: Duration = Duration::from_secs(3);
 const _: () = assert!(DIRECT_IO_TOTAL_BYTES % DIRECT_IO_BLOCK_BYTES == 0);
+const _: () = assert!(SMALL_WRITE_REGION_BYTES % SMALL_WRITE_BYTES == 0 && SMALL_WRITE_BYTES % DIRECT_IO_ALIGN == 0);
 const _: () = assert!(DIRECT_IO_BLOCK_BYTES % DIRECT_IO_ALIGN == 0);
 
 /// What was measured about the machine (a failed measurement keeps its error).
@@ -49,6 +61,38 @@ pub struct MachineInfo {
     pub direct_io_error: Option<String>,
     /// Directory the O_DIRECT test wrote into.
     pub direct_io_dir: String,
+    /// 4 KiB O_DIRECT overwrite latency (acks=1 floor).
+    pub small_write: Option<LatencyStats>,
+    /// 4 KiB O_DIRECT overwrite followed by `fdatasync` (acks=all floor with fsync).
+    pub small_synced_write: Option<LatencyStats>,
+    /// Why the small-write test failed.
+    pub small_write_error: Option<String>,
+}
+
+/// Percentiles of a latency sample, in microseconds.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct LatencyStats {
+    pub count: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+impl LatencyStats {
+    /// Nearest-rank percentiles of `samples` (sorted here); None when empty.
+    pub fn of(mut samples: Vec<Duration>) -> Option<LatencyStats> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        // q in parts per 10,000; integer ranks, so no rounding picks a neighbour.
+        let at = |q: usize| {
+            let rank = (q * samples.len()).div_ceil(10_000).clamp(1, samples.len());
+            samples[rank - 1].as_nanos() as f64 / 1000.0
+        };
+        Some(LatencyStats { count: samples.len(), p50_us: at(5_000), p99_us: at(9_900), p999_us: at(9_990), max_us: at(10_000) })
+    }
 }
 
 /// Measures everything; never fails as a whole.
@@ -71,6 +115,13 @@ pub fn measure(data_dir: &Path) -> MachineInfo {
             m.direct_read_mb_per_sec = Some(r);
         }
         Err(e) => m.direct_io_error = Some(format!("{e:#}")),
+    }
+    match small_write_latency(data_dir, SMALL_WRITES, SMALL_SYNCED_WRITES) {
+        Ok((w, ws)) => {
+            m.small_write = w;
+            m.small_synced_write = ws;
+        }
+        Err(e) => m.small_write_error = Some(format!("{e:#}")),
     }
     m
 }
@@ -219,6 +270,71 @@ fn direct_io_inner(path: &Path, total: usize) -> Result<(f64, f64)> {
     Ok((mb / write_secs.max(1e-9), mb / read_secs.max(1e-9)))
 }
 
+/// Latency of single 4 KiB O_DIRECT overwrites (`writes` of them), then of
+/// `synced` such writes each followed by `fdatasync`, in a scratch file in `dir`;
+/// each series stops early after a few seconds. The file is removed.
+pub fn small_write_latency(dir: &Path, writes: usize, synced: usize) -> Result<(Option<LatencyStats>, Option<LatencyStats>)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let path = dir.join(format!("corestream-bench-smallwrite-{}.tmp", std::process::id()));
+    let result = small_write_inner(&path, writes, synced);
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+fn small_write_inner(path: &Path, writes: usize, synced: usize) -> Result<(Option<LatencyStats>, Option<LatencyStats>)> {
+    use std::os::unix::io::AsRawFd;
+    let mut region = AlignedBuf::new(SMALL_WRITE_REGION_BYTES, DIRECT_IO_ALIGN)?;
+    super::workload::SplitMix64::new(0x5A11).fill(region.as_mut_slice());
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .with_context(|| format!("open {} with O_DIRECT", path.display()))?;
+    let fd = f.as_raw_fd();
+    let pwrite = |ptr: *const u8, len: usize, off: usize| -> Result<()> {
+        // SAFETY: callers pass a pointer into `region`, valid and aligned for `len` bytes.
+        let n = unsafe { libc::pwrite(fd, ptr as *const libc::c_void, len, off as libc::off_t) };
+        if n != len as isize {
+            bail!("O_DIRECT write of {len} bytes at {off}: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    let fdatasync = || -> Result<()> {
+        // SAFETY: fd is an open descriptor.
+        if unsafe { libc::fdatasync(fd) } != 0 {
+            bail!("fdatasync: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // Write the region once and make its allocation durable: what follows overwrites.
+    pwrite(region.ptr, SMALL_WRITE_REGION_BYTES, 0)?;
+    fdatasync()?;
+    let slots = SMALL_WRITE_REGION_BYTES / SMALL_WRITE_BYTES;
+    let series = |count: usize, sync: bool| -> Result<Option<LatencyStats>> {
+        let mut samples = Vec::with_capacity(count);
+        let bound = Instant::now() + SMALL_WRITE_TIME_BOUND;
+        for i in 0..count {
+            let off = (i % slots) * SMALL_WRITE_BYTES;
+            let start = Instant::now();
+            // SAFETY (pointer): `off + SMALL_WRITE_BYTES` lies inside `region`.
+            pwrite(unsafe { region.ptr.add(off) }, SMALL_WRITE_BYTES, off)?;
+            if sync {
+                fdatasync()?;
+            }
+            samples.push(start.elapsed());
+            if Instant::now() >= bound {
+                break;
+            }
+        }
+        Ok(LatencyStats::of(samples))
+    };
+    let plain = series(writes, false)?;
+    let synced = series(synced, true)?;
+    Ok((plain, synced))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +353,35 @@ mod tests {
     fn loopback_measures_something() {
         let v = loopback_bandwidth(Duration::from_millis(200)).unwrap();
         assert!(v > 0.0);
+    }
+
+    #[test]
+    fn latency_stats_are_nearest_rank() {
+        assert_eq!(LatencyStats::of(Vec::new()), None);
+        let us = |v: u64| Duration::from_micros(v);
+        // 1..=1000 µs, shuffled: p50 is the 500th value, p99 the 990th, p99.9 the 999th.
+        let mut v: Vec<Duration> = (1..=1000).map(us).collect();
+        v.reverse();
+        v.swap(3, 700);
+        let s = LatencyStats::of(v).unwrap();
+        assert_eq!((s.count, s.p50_us, s.p99_us, s.p999_us, s.max_us), (1000, 500.0, 990.0, 999.0, 1000.0));
+        let one = LatencyStats::of(vec![us(42)]).unwrap();
+        assert_eq!((one.p50_us, one.max_us), (42.0, 42.0));
+    }
+
+    #[test]
+    fn small_write_latency_in_target_dir() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("bench-unit-smallwrite");
+        match small_write_latency(&dir, 20, 5) {
+            Ok((Some(w), Some(ws))) => {
+                assert_eq!((w.count, ws.count), (20, 5));
+                assert!(w.p50_us > 0.0 && w.p50_us <= w.p99_us && w.p99_us <= w.max_us);
+                assert!(ws.p50_us > 0.0 && ws.p50_us <= ws.max_us);
+            }
+            Ok(other) => panic!("no samples: {other:?}"),
+            Err(e) => assert!(format!("{e:#}").contains("O_DIRECT"), "{e:#}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `corestream bench run` and `corestream bench compare`: the command line
+//! `corestream bench run`, `bench compare` and `bench machine`: the command line
 //! of the load generator in [`crate::bench`]. Values are parsed there, so
 //! every bad input is a one-line error.
 
@@ -19,6 +19,21 @@ pub enum BenchCommand {
     /// Start corestream and each peer found (Kafka, tansu, --peer), run the
     /// same workloads against each in turn, write <out>/results.md and SVG plots.
     Compare(Box<CompareArgs>),
+    /// Measure this machine's own limits (what `bench compare` puts above its
+    /// tables): loopback TCP bandwidth, O_DIRECT bandwidth, and the device's
+    /// round trip for one 4 KiB write, alone and with fdatasync, in --dir.
+    Machine(MachineArgs),
+}
+
+/// `corestream bench machine`
+#[derive(clap::Args, Debug)]
+pub struct MachineArgs {
+    /// Directory on the filesystem to test (use the broker's data directory's filesystem).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Write the measurements as JSON to this file too.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// Workload shape flags (each overrides the chosen workload's value).
@@ -163,7 +178,18 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Run(a) => run_cmd(*a),
         BenchCommand::Compare(a) => compare_cmd(*a),
+        BenchCommand::Machine(a) => machine_cmd(a),
     }
+}
+
+fn machine_cmd(a: MachineArgs) -> Result<()> {
+    let m = bench::machine::measure(&a.dir);
+    print!("{}", compare::machine_markdown(&m));
+    if let Some(path) = a.json {
+        let text = serde_json::to_string_pretty(&m).context("encoding the measurements")?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn overrides(f: WorkloadFlags) -> WorkloadOverrides {
@@ -304,5 +330,10 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(cli.command, crate::cli::Command::Bench(BenchCommand::Compare(_))));
+        let cli = crate::cli::Cli::try_parse_from(["corestream", "bench", "machine", "--dir", "/data"]).unwrap();
+        match cli.command {
+            crate::cli::Command::Bench(BenchCommand::Machine(a)) => assert_eq!(a.dir, PathBuf::from("/data")),
+            other => panic!("{other:?}"),
+        }
     }
 }
