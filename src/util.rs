@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -25,16 +26,21 @@ pub fn now_ms() -> i64 {
 pub struct LocalNotify {
     generation: Cell<u64>,
     next_id: Cell<u64>,
-    waiters: RefCell<HashMap<u64, Waker>>,
+    waiters: RefCell<HashMap<u64, Waker, BuildHasherDefault<IdHasher>>>,
+    /// Wakers being woken by `notify_all`, kept for its capacity (no allocation per call).
+    waking: RefCell<Vec<Waker>>,
 }
 
 impl LocalNotify {
     pub fn notify_all(&self) {
         self.generation.set(self.generation.get().wrapping_add(1));
-        let waiters: Vec<Waker> = self.waiters.borrow_mut().drain().map(|(_, w)| w).collect();
-        for w in waiters {
+        // Wakers are moved out before any is woken: waking must not find the map borrowed.
+        let mut waking = self.waking.take();
+        waking.extend(self.waiters.borrow_mut().drain().map(|(_, w)| w));
+        for w in waking.drain(..) {
             w.wake();
         }
+        *self.waking.borrow_mut() = waking;
     }
 
     pub fn listen(&self) -> Listen<'_> {
@@ -64,6 +70,26 @@ impl Future for Listen<'_> {
 impl Drop for Listen<'_> {
     fn drop(&mut self) {
         self.notify.waiters.borrow_mut().remove(&self.id);
+    }
+}
+
+/// Hashes a listener id (a counter, unique per [`LocalNotify`]) as itself: no
+/// attacker chooses these keys, so SipHash's cost buys nothing here.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        // Spread sequential ids over the table's buckets (hashbrown uses the top bits too).
+        self.0 = v.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -111,5 +137,48 @@ impl SplitMix64 {
             let v = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    struct Count(AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn notify_wakes_every_registered_listener_once_and_only_those() {
+        let n = LocalNotify::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        for round in 1..=3usize {
+            let mut listeners: Vec<_> = (0..100).map(|_| Box::pin(n.listen())).collect();
+            for l in listeners.iter_mut() {
+                assert!(l.as_mut().poll(&mut cx).is_pending());
+            }
+            // A listener that goes away before the notification is neither woken nor kept.
+            listeners.truncate(60);
+            assert_eq!(n.waiters.borrow().len(), 60);
+            n.notify_all();
+            assert_eq!(count.0.load(Ordering::SeqCst), 60 * round, "round {round}");
+            assert!(n.waiters.borrow().is_empty());
+            for l in listeners.iter_mut() {
+                assert!(l.as_mut().poll(&mut cx).is_ready());
+            }
+        }
+        // Created after the last notification: pending until the next one.
+        let mut late = Box::pin(n.listen());
+        assert!(late.as_mut().poll(&mut cx).is_pending());
+        n.notify_all();
+        assert!(late.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(count.0.load(Ordering::SeqCst), 181);
     }
 }

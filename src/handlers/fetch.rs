@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
@@ -26,7 +27,7 @@ use crate::protocol::frame::Request;
 use crate::shard::{FetchPart, FetchPartResult, Op, Reply, Shard};
 
 struct Wanted {
-    topic: String,
+    topic: Arc<str>,
     partition: i32,
     /// The owner shard and the part, or the error to answer with.
     target: Result<(usize, FetchPart), i16>,
@@ -76,7 +77,7 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<FetchPartResult> 
 
 /// Waits until any owner reports data past the fetch offsets, or `wait`.
 async fn watch_all(shard: &Rc<Shard>, wanted: &[Wanted], wait: Duration, committed: bool) {
-    let mut per_owner: BTreeMap<usize, Vec<(String, i32, i64)>> = BTreeMap::new();
+    let mut per_owner: BTreeMap<usize, Vec<(Arc<str>, i32, i64)>> = BTreeMap::new();
     for w in wanted {
         if let Ok((owner, part)) = &w.target {
             per_owner.entry(*owner).or_default().push((part.topic.clone(), part.partition, part.offset));
@@ -104,8 +105,9 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out
         .topics
         .iter()
         .flat_map(|t| {
-            t.partitions.iter().map(|p| RequestedPartition {
-                topic: t.topic.0.to_string(),
+            let topic: Arc<str> = Arc::from(t.topic.0.as_str());
+            t.partitions.iter().map(move |p| RequestedPartition {
+                topic: topic.clone(),
                 partition: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
@@ -147,7 +149,7 @@ pub async fn handle(shard: &Rc<Shard>, req: Request) -> Result<Option<super::Out
     let wanted: Vec<Wanted> = partitions
         .into_iter()
         .map(|p| {
-            let tm = image.topics.get(&p.topic);
+            let tm = image.topics.get(&*p.topic);
             let target = match tm.and_then(|tm| usize::try_from(p.partition).ok().and_then(|i| tm.partitions.get(i))) {
                 None => Err(ec::UNKNOWN_TOPIC_OR_PARTITION),
                 Some(pm) => Ok((

@@ -7,6 +7,7 @@
 //! FETCH_SESSION_ID_NOT_FOUND and starts over with a full fetch.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::limits::FETCH_SESSIONS_PER_CORE_MAX;
 use crate::protocol::errors as ec;
@@ -14,7 +15,7 @@ use crate::protocol::errors as ec;
 /// One partition as the session remembers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionPartition {
-    pub topic: String,
+    pub topic: Arc<str>,
     pub partition: i32,
     pub fetch_offset: i64,
     pub max_bytes: i32,
@@ -47,7 +48,8 @@ struct Session {
 /// What the request asked for, partition by partition.
 #[derive(Debug, Clone)]
 pub struct RequestedPartition {
-    pub topic: String,
+    /// Shared by the partitions of one topic (one allocation per topic, not per partition).
+    pub topic: Arc<str>,
     pub partition: i32,
     pub fetch_offset: i64,
     pub max_bytes: i32,
@@ -126,7 +128,7 @@ impl FetchSessions {
         s.next_epoch = next_epoch(epoch);
         s.last_used = self.clock;
         for r in requested {
-            match s.partitions.iter_mut().find(|p| p.topic == r.topic && p.partition == r.partition) {
+            match s.partitions.iter_mut().find(|p| *p.topic == *r.topic && p.partition == r.partition) {
                 Some(p) => {
                     p.fetch_offset = r.fetch_offset;
                     p.max_bytes = r.max_bytes;
@@ -134,7 +136,7 @@ impl FetchSessions {
                 None => s.partitions.push(SessionPartition::fresh(r)),
             }
         }
-        s.partitions.retain(|p| !forgotten.iter().any(|(t, i)| *t == p.topic && *i == p.partition));
+        s.partitions.retain(|p| !forgotten.iter().any(|(t, i)| **t == *p.topic && *i == p.partition));
         Plan::Incremental { id: session_id }
     }
 
@@ -147,7 +149,7 @@ impl FetchSessions {
     /// response must include it (new data, an error, or changed offsets).
     pub fn note_sent(&mut self, id: i32, topic: &str, partition: i32, has_records: bool, error: i16, high_watermark: i64, log_start_offset: i64) -> bool {
         let Some(s) = self.sessions.get_mut(&id) else { return true };
-        let Some(p) = s.partitions.iter_mut().find(|p| p.topic == topic && p.partition == partition) else { return true };
+        let Some(p) = s.partitions.iter_mut().find(|p| &*p.topic == topic && p.partition == partition) else { return true };
         let changed = has_records
             || error != ec::NONE
             || p.last_high_watermark != high_watermark
@@ -181,7 +183,7 @@ mod tests {
         assert_eq!(f.begin(1, id, 2, &[], &[]), Plan::Error(ec::INVALID_FETCH_SESSION_EPOCH));
         assert_eq!(f.begin(1, id, 1, &[req("a", 1, 9), req("b", 0, 0)], &[("a".into(), 0)]), Plan::Incremental { id });
         let parts = f.partitions(id);
-        assert_eq!(parts.iter().map(|p| (p.topic.as_str(), p.partition, p.fetch_offset)).collect::<Vec<_>>(), vec![("a", 1, 9), ("b", 0, 0)]);
+        assert_eq!(parts.iter().map(|p| (&*p.topic, p.partition, p.fetch_offset)).collect::<Vec<_>>(), vec![("a", 1, 9), ("b", 0, 0)]);
         assert_eq!(f.begin(1, id, 2, &[], &[]), Plan::Incremental { id });
         // Closing with epoch -1 makes the id unknown.
         assert_eq!(f.begin(1, id, -1, &[], &[]), Plan::Sessionless);

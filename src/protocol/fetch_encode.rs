@@ -31,7 +31,7 @@ pub struct PartitionOut {
 
 #[derive(Debug, Clone)]
 pub struct TopicOut {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub partitions: Vec<PartitionOut>,
 }
 
@@ -168,7 +168,7 @@ mod tests {
         let responses = topics
             .iter()
             .map(|t| {
-                FetchableTopicResponse::default().with_topic(TopicName(StrBytes::from_string(t.name.clone()))).with_partitions(
+                FetchableTopicResponse::default().with_topic(TopicName(StrBytes::from_string(t.name.to_string()))).with_partitions(
                     t.partitions
                         .iter()
                         .map(|p| {

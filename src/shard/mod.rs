@@ -35,7 +35,7 @@ pub enum Op {
     Fetch { parts: Vec<FetchPart> },
     /// Answer when any of these partitions has data at or past the offset (below the last
     /// stable offset when `committed`), or after `wait_ms`.
-    Watch { parts: Vec<(String, i32, i64)>, wait_ms: i64, committed: bool },
+    Watch { parts: Vec<(std::sync::Arc<str>, i32, i64)>, wait_ms: i64, committed: bool },
     ListOffsets { topic: String, partition: i32, timestamp: i64, committed: bool },
     DeleteRecords { topic: String, partition: i32, offset: i64 },
     LogDirs,
@@ -85,7 +85,7 @@ pub struct ProducePart {
 
 #[derive(Debug, Clone)]
 pub struct FetchPart {
-    pub topic: String,
+    pub topic: std::sync::Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: usize,
@@ -455,7 +455,7 @@ impl Shard {
         }
     }
 
-    pub async fn watch_local(&self, parts: &[(String, i32, i64)], wait_ms: i64, committed: bool) {
+    pub async fn watch_local(&self, parts: &[(std::sync::Arc<str>, i32, i64)], wait_ms: i64, committed: bool) {
         let logs: Vec<(Rc<PartitionLog>, i64)> =
             parts.iter().filter_map(|(t, p, o)| self.log(t, *p).map(|l| (l, *o))).collect();
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms.max(0) as u64);
