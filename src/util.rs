@@ -73,8 +73,8 @@ impl Drop for Listen<'_> {
     }
 }
 
-/// Hashes a listener id (a counter, unique per [`LocalNotify`]) as itself: no
-/// attacker chooses these keys, so SipHash's cost buys nothing here.
+/// Hashes a listener id (a counter, unique per [`LocalNotify`]) with one
+/// multiplication: no attacker chooses these keys, so SipHash's cost buys nothing.
 #[derive(Default)]
 pub struct IdHasher(u64);
 

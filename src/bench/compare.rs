@@ -278,7 +278,6 @@ fn report_workloads(report: &CompareReport) -> Vec<String> {
     names
 }
 
-/// The Markdown report.
 /// The machine's limits as Markdown list items (also what `bench machine` prints).
 pub fn machine_markdown(m: &MachineInfo) -> String {
     let mut s = String::new();
@@ -324,6 +323,7 @@ fn latency_line(l: &machine::LatencyStats) -> String {
     format!("p50 {}, p99 {}, p99.9 {}, max {} ({} writes)", ms(l.p50_us), ms(l.p99_us), ms(l.p999_us), ms(l.max_us), l.count)
 }
 
+/// The Markdown report.
 pub fn markdown(report: &CompareReport) -> String {
     let mut s = String::new();
     let names: Vec<String> = report.brokers.iter().map(|b| b.name.clone()).collect();
