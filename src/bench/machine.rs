@@ -218,11 +218,29 @@ impl Drop for AlignedBuf {
 /// O_DIRECT write then read bandwidth (MB/s) of a `total` byte file in `dir`.
 /// The write time includes the final `fdatasync`. The file is removed.
 pub fn direct_io_bandwidth(dir: &Path, total: usize) -> Result<(f64, f64)> {
+    with_scratch_file(dir, "odirect", |path| direct_io_inner(path, total))
+}
+
+/// Runs `test` on a scratch file path in `dir` (created if missing) and removes the
+/// file afterwards, whatever the outcome.
+fn with_scratch_file<T>(dir: &Path, what: &str, test: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let path = dir.join(format!("corestream-bench-odirect-{}.tmp", std::process::id()));
-    let result = direct_io_inner(&path, total);
+    let path = dir.join(format!("corestream-bench-{what}-{}.tmp", std::process::id()));
+    let result = test(&path);
     let _ = std::fs::remove_file(&path);
     result
+}
+
+/// Creates (or truncates) `path` for O_DIRECT reads and writes.
+fn open_direct(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .with_context(|| format!("open {} with O_DIRECT", path.display()))
 }
 
 fn direct_io_inner(path: &Path, total: usize) -> Result<(f64, f64)> {
@@ -233,14 +251,7 @@ fn direct_io_inner(path: &Path, total: usize) -> Result<(f64, f64)> {
     }
     let mut buf = AlignedBuf::new(DIRECT_IO_BLOCK_BYTES, DIRECT_IO_ALIGN)?;
     super::workload::SplitMix64::new(0xD1EC7).fill(buf.as_mut_slice());
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .read(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .with_context(|| format!("open {} with O_DIRECT", path.display()))?;
+    let f = open_direct(path)?;
     let fd = f.as_raw_fd();
     let start = Instant::now();
     for i in 0..blocks {
@@ -274,24 +285,14 @@ fn direct_io_inner(path: &Path, total: usize) -> Result<(f64, f64)> {
 /// `synced` such writes each followed by `fdatasync`, in a scratch file in `dir`;
 /// each series stops early after a few seconds. The file is removed.
 pub fn small_write_latency(dir: &Path, writes: usize, synced: usize) -> Result<(Option<LatencyStats>, Option<LatencyStats>)> {
-    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let path = dir.join(format!("corestream-bench-smallwrite-{}.tmp", std::process::id()));
-    let result = small_write_inner(&path, writes, synced);
-    let _ = std::fs::remove_file(&path);
-    result
+    with_scratch_file(dir, "smallwrite", |path| small_write_inner(path, writes, synced))
 }
 
 fn small_write_inner(path: &Path, writes: usize, synced: usize) -> Result<(Option<LatencyStats>, Option<LatencyStats>)> {
     use std::os::unix::io::AsRawFd;
     let mut region = AlignedBuf::new(SMALL_WRITE_REGION_BYTES, DIRECT_IO_ALIGN)?;
     super::workload::SplitMix64::new(0x5A11).fill(region.as_mut_slice());
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .with_context(|| format!("open {} with O_DIRECT", path.display()))?;
+    let f = open_direct(path)?;
     let fd = f.as_raw_fd();
     let pwrite = |ptr: *const u8, len: usize, off: usize| -> Result<()> {
         // SAFETY: callers pass a pointer into `region`, valid and aligned for `len` bytes.
