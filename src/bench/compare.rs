@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::brokers::{self, BrokerKind, BrokerSpec};
 use super::machine::{self, MachineInfo};
-use super::report::{self, metric_rows, RunResult};
+use super::report::{self, metric_rows, LatencySummary, RunResult};
 use super::runner::{self, RunOptions};
 use super::svg::{grouped_bar_chart, Series};
 use super::workload::{Workload, MAX_REFERENCE_WORKLOAD};
@@ -128,8 +128,8 @@ pub fn compare(opts: &CompareOptions) -> Result<PathBuf> {
             m.loopback_tcp_mb_per_sec.map(report::fmt_value).unwrap_or_else(|| "-".into()),
             m.direct_write_mb_per_sec.map(report::fmt_value).unwrap_or_else(|| "-".into()),
             m.direct_read_mb_per_sec.map(report::fmt_value).unwrap_or_else(|| "-".into()),
-            m.small_write.as_ref().map(|l| format!("{:.2} ms", l.p99_us / 1000.0)).unwrap_or_else(|| "-".into()),
-            m.small_synced_write.as_ref().map(|l| format!("{:.2} ms", l.p99_us / 1000.0)).unwrap_or_else(|| "-".into()),
+            m.small_write.as_ref().map(|l| ms(l.p99_us)).unwrap_or_else(|| "-".into()),
+            m.small_synced_write.as_ref().map(|l| ms(l.p99_us)).unwrap_or_else(|| "-".into()),
         ));
         Some(m)
     };
@@ -317,9 +317,13 @@ pub fn machine_markdown(m: &MachineInfo) -> String {
     s
 }
 
+/// Microseconds as "X.XX ms".
+fn ms(us: u64) -> String {
+    format!("{:.2} ms", us as f64 / 1000.0)
+}
+
 /// "p50 X ms, p99 Y ms, p99.9 Z ms, max W ms (N writes)".
-fn latency_line(l: &machine::LatencyStats) -> String {
-    let ms = |us: f64| format!("{:.2} ms", us / 1000.0);
+fn latency_line(l: &LatencySummary) -> String {
     format!("p50 {}, p99 {}, p99.9 {}, max {} ({} writes)", ms(l.p50_us), ms(l.p99_us), ms(l.p999_us), ms(l.max_us), l.count)
 }
 
@@ -588,7 +592,15 @@ mod tests {
             machine: Some(MachineInfo {
                 nproc: 2,
                 loopback_tcp_mb_per_sec: Some(5000.0),
-                small_write: Some(machine::LatencyStats { count: 2000, p50_us: 330.0, p99_us: 2560.0, p999_us: 6900.0, max_us: 28670.0 }),
+                small_write: Some(LatencySummary {
+                    count: 2000,
+                    mean_us: 400.0,
+                    p50_us: 330,
+                    p99_us: 2560,
+                    p999_us: 6900,
+                    p9999_us: 28670,
+                    max_us: 28670,
+                }),
                 small_synced_write: None,
                 small_write_error: Some("fdatasync: boom".into()),
                 ..MachineInfo::default()

@@ -14,6 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
+
+use super::report::{latency_histogram, LatencySummary};
 use serde::Serialize;
 
 /// How long the loopback sender writes.
@@ -62,37 +64,11 @@ pub struct MachineInfo {
     /// Directory the O_DIRECT test wrote into.
     pub direct_io_dir: String,
     /// 4 KiB O_DIRECT overwrite latency (acks=1 floor).
-    pub small_write: Option<LatencyStats>,
+    pub small_write: Option<LatencySummary>,
     /// 4 KiB O_DIRECT overwrite followed by `fdatasync` (acks=all floor with fsync).
-    pub small_synced_write: Option<LatencyStats>,
+    pub small_synced_write: Option<LatencySummary>,
     /// Why the small-write test failed.
     pub small_write_error: Option<String>,
-}
-
-/// Percentiles of a latency sample, in microseconds.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
-pub struct LatencyStats {
-    pub count: usize,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub max_us: f64,
-}
-
-impl LatencyStats {
-    /// Nearest-rank percentiles of `samples` (sorted here); None when empty.
-    pub fn of(mut samples: Vec<Duration>) -> Option<LatencyStats> {
-        if samples.is_empty() {
-            return None;
-        }
-        samples.sort_unstable();
-        // q in parts per 10,000; integer ranks, so no rounding picks a neighbour.
-        let at = |q: usize| {
-            let rank = (q * samples.len()).div_ceil(10_000).clamp(1, samples.len());
-            samples[rank - 1].as_nanos() as f64 / 1000.0
-        };
-        Some(LatencyStats { count: samples.len(), p50_us: at(5_000), p99_us: at(9_900), p999_us: at(9_990), max_us: at(10_000) })
-    }
 }
 
 /// Measures everything; never fails as a whole.
@@ -284,11 +260,11 @@ fn direct_io_inner(path: &Path, total: usize) -> Result<(f64, f64)> {
 /// Latency of single 4 KiB O_DIRECT overwrites (`writes` of them), then of
 /// `synced` such writes each followed by `fdatasync`, in a scratch file in `dir`;
 /// each series stops early after a few seconds. The file is removed.
-pub fn small_write_latency(dir: &Path, writes: usize, synced: usize) -> Result<(Option<LatencyStats>, Option<LatencyStats>)> {
+pub fn small_write_latency(dir: &Path, writes: usize, synced: usize) -> Result<(Option<LatencySummary>, Option<LatencySummary>)> {
     with_scratch_file(dir, "smallwrite", |path| small_write_inner(path, writes, synced))
 }
 
-fn small_write_inner(path: &Path, writes: usize, synced: usize) -> Result<(Option<LatencyStats>, Option<LatencyStats>)> {
+fn small_write_inner(path: &Path, writes: usize, synced: usize) -> Result<(Option<LatencySummary>, Option<LatencySummary>)> {
     use std::os::unix::io::AsRawFd;
     let mut region = AlignedBuf::new(SMALL_WRITE_REGION_BYTES, DIRECT_IO_ALIGN)?;
     super::workload::SplitMix64::new(0x5A11).fill(region.as_mut_slice());
@@ -313,8 +289,10 @@ fn small_write_inner(path: &Path, writes: usize, synced: usize) -> Result<(Optio
     pwrite(region.ptr, SMALL_WRITE_REGION_BYTES, 0)?;
     fdatasync()?;
     let slots = SMALL_WRITE_REGION_BYTES / SMALL_WRITE_BYTES;
-    let series = |count: usize, sync: bool| -> Result<Option<LatencyStats>> {
-        let mut samples = Vec::with_capacity(count);
+    // Percentiles as every other bench latency: the load generator's histogram.
+    let series = |count: usize, sync: bool| -> Result<Option<LatencySummary>> {
+        let mut hist = latency_histogram();
+        let (mut max_us, mut sum_us) = (0u64, 0u128);
         let bound = Instant::now() + SMALL_WRITE_TIME_BOUND;
         for i in 0..count {
             let off = (i % slots) * SMALL_WRITE_BYTES;
@@ -324,12 +302,15 @@ fn small_write_inner(path: &Path, writes: usize, synced: usize) -> Result<(Optio
             if sync {
                 fdatasync()?;
             }
-            samples.push(start.elapsed());
+            let us = start.elapsed().as_micros() as u64;
+            hist.increment(us).map_err(|e| anyhow!("recording {us} µs: {e}"))?;
+            max_us = max_us.max(us);
+            sum_us += us as u128;
             if Instant::now() >= bound {
                 break;
             }
         }
-        Ok(LatencyStats::of(samples))
+        Ok(LatencySummary::from_histogram(&hist, max_us, sum_us))
     };
     let plain = series(writes, false)?;
     let synced = series(synced, true)?;
@@ -357,27 +338,13 @@ mod tests {
     }
 
     #[test]
-    fn latency_stats_are_nearest_rank() {
-        assert_eq!(LatencyStats::of(Vec::new()), None);
-        let us = |v: u64| Duration::from_micros(v);
-        // 1..=1000 µs, shuffled: p50 is the 500th value, p99 the 990th, p99.9 the 999th.
-        let mut v: Vec<Duration> = (1..=1000).map(us).collect();
-        v.reverse();
-        v.swap(3, 700);
-        let s = LatencyStats::of(v).unwrap();
-        assert_eq!((s.count, s.p50_us, s.p99_us, s.p999_us, s.max_us), (1000, 500.0, 990.0, 999.0, 1000.0));
-        let one = LatencyStats::of(vec![us(42)]).unwrap();
-        assert_eq!((one.p50_us, one.max_us), (42.0, 42.0));
-    }
-
-    #[test]
     fn small_write_latency_in_target_dir() {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("bench-unit-smallwrite");
         match small_write_latency(&dir, 20, 5) {
             Ok((Some(w), Some(ws))) => {
                 assert_eq!((w.count, ws.count), (20, 5));
-                assert!(w.p50_us > 0.0 && w.p50_us <= w.p99_us && w.p99_us <= w.max_us);
-                assert!(ws.p50_us > 0.0 && ws.p50_us <= ws.max_us);
+                assert!(w.p50_us > 0 && w.p50_us <= w.p99_us && w.p99_us <= w.max_us);
+                assert!(ws.p50_us > 0 && ws.p50_us <= ws.max_us);
             }
             Ok(other) => panic!("no samples: {other:?}"),
             Err(e) => assert!(format!("{e:#}").contains("O_DIRECT"), "{e:#}"),
